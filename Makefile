@@ -1,0 +1,52 @@
+# Every target works on a fresh machine with Python >= 3.11, a Rust toolchain and
+# the package registries. All are idempotent.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export PYO3_PYTHON := $(BIN)/python
+
+HASHCORE_SRC := $(shell find hashcore/src hashcore/python -type f 2>/dev/null) \
+                hashcore/Cargo.toml hashcore/pyproject.toml Cargo.toml Cargo.lock
+
+.PHONY: venv run test lint bench lock clean
+
+venv: $(VENV)/.deps $(VENV)/.hashcore
+
+$(VENV)/.deps: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+# hashcore is built in release mode straight into the venv.
+$(VENV)/.hashcore: $(VENV)/.deps $(HASHCORE_SRC)
+	cd hashcore && VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet
+	touch $@
+
+run: venv
+	$(BIN)/python -m service serve --host $(HOST) --port $(PORT)
+
+lint: venv
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy --strict service
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+
+test: lint
+	cargo test --workspace --quiet
+	$(BIN)/pytest -q
+
+bench: venv
+	$(BIN)/python bench/hashcore_bench.py
+	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/replay_bench.py
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable --exclude hashcore > requirements.lock
+
+clean:
+	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""RFC 9457 problem+json bodies: every error the API returns is built here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from quart import Response
+
+PROBLEM_JSON = "application/problem+json"
+
+TITLES = {
+    "malformed_json": "Malformed JSON",
+    "schema": "Event does not match the record schema",
+    "json_rule": "JSON breaks an I-JSON rule",
+    "hash_mismatch": "Recomputed hash differs",
+    "broken_link": "prev_hash does not link to the previous event",
+    "seq_not_contiguous": "Sequence numbers are not contiguous",
+    "mixed_sessions": "Batch holds events of more than one session",
+    "reserved_kind": "Kind is reserved for the server",
+    "bad_request": "Bad request",
+    "unauthenticated": "Missing, unknown or revoked API key",
+    "forbidden": "API key lacks the required scope",
+    "not_found": "Not found",
+    "seq_gap": "Batch starts past the stored chain head",
+    "chain_fork": "Batch conflicts with the stored chain",
+    "too_large": "Request too large",
+    "unsupported_media_type": "Unsupported media type",
+    "overloaded": "Service overloaded",
+    "unavailable": "Database unavailable",
+    "internal": "Internal server error",
+}
+
+
+def problem_type(code: str) -> str:
+    return f"tag:agent-chain,2026:problem:{code}"
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body = {
+        "type": problem_type(code),
+        "title": TITLES[code],
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **{k: v for k, v in extra.items() if v is not None},
+    }
+    response = Response(orjson.dumps(body), status=status, content_type=PROBLEM_JSON)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    # Read by the access log and the request metrics.
+    response.problem_code = code  # type: ignore[attr-defined]
+    return response

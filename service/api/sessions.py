@@ -1,0 +1,214 @@
+"""Reading chains back (PROTOCOL §5): replay, head, listing, server-side verification."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import trio
+from quart import Blueprint, Response, request
+
+import hashcore
+
+from ..core.credentials import Principal, Scope
+from ..runtime import Runtime
+from ..storage import sessions, signing_keys
+from ..storage.database import DatabaseUnavailable
+from .auth import authenticate, unavailable
+from .problems import problem
+from .responses import json_response
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NDJSON = "application/x-ndjson"
+MAX_LIST = 500
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | Response | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        return problem(400, "bad_request", f"'{name}' must be an integer in {low}..{high}")
+    return int(raw)
+
+
+def _encode_cursor(created_at: datetime, session_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{session_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> tuple[datetime, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        stamp, session_id = raw.split("|")
+        if not _UUID.match(session_id):
+            return None
+        return datetime.fromisoformat(stamp), session_id
+    except ValueError:
+        return None
+
+
+def routes(runtime: Runtime) -> Blueprint:
+    bp = Blueprint("sessions", __name__)
+    settings = runtime.settings
+
+    async def reader(session_id: str) -> Principal | Response:
+        principal = await authenticate(runtime, Scope.READ)
+        if isinstance(principal, Response):
+            return principal
+        if not _UUID.match(session_id):
+            return problem(404, "not_found", "no such session for this tenant")
+        return principal
+
+    def not_found() -> Response:
+        return problem(404, "not_found", "no such session for this tenant")
+
+    @bp.get("/v1/sessions/<session_id>/records")
+    async def replay(session_id: str) -> Response:
+        principal = await reader(session_id)
+        if isinstance(principal, Response):
+            return principal
+        from_seq = _int_arg("from_seq", 0, 0, 2**53 - 1)
+        limit = _int_arg("limit", None, 1, 2**53 - 1)
+        if isinstance(from_seq, Response):
+            return from_seq
+        if isinstance(limit, Response):
+            return limit
+        try:
+            found = await sessions.head(runtime.db, principal.tenant_id, session_id)
+        except DatabaseUnavailable as exc:
+            return unavailable(runtime, str(exc))
+        if found is None:
+            return not_found()
+
+        async def lines() -> AsyncIterator[bytes]:
+            async with runtime.db.cursor(
+                sessions.REPLAY,
+                principal.tenant_id,
+                session_id,
+                from_seq,
+                limit,
+                chunk=settings.replay_chunk,
+            ) as fetch:
+                while rows := await fetch():
+                    yield b"".join(row[0] + b"\n" for row in rows)
+
+        return Response(lines(), content_type=NDJSON)
+
+    @bp.get("/v1/sessions/<session_id>")
+    async def head(session_id: str) -> Response:
+        principal = await reader(session_id)
+        if isinstance(principal, Response):
+            return principal
+        try:
+            found = await sessions.head(runtime.db, principal.tenant_id, session_id)
+        except DatabaseUnavailable as exc:
+            return unavailable(runtime, str(exc))
+        if found is None:
+            return not_found()
+        return json_response(
+            {
+                "session_id": found.session_id,
+                "next_seq": found.next_seq,
+                "head_hash": found.head_hash,
+                "events": found.next_seq,
+                "seals": found.seal_count,
+                "first_event_ts": found.first_ts,
+                "last_event_ts": found.last_ts,
+                "created_at": found.created_at.isoformat(),
+                "updated_at": found.updated_at.isoformat(),
+            },
+            raw={"last_seal": found.last_seal or b"null"},
+        )
+
+    @bp.get("/v1/sessions")
+    async def listing() -> Response:
+        principal = await authenticate(runtime, Scope.READ)
+        if isinstance(principal, Response):
+            return principal
+        limit = _int_arg("limit", 50, 1, MAX_LIST)
+        if isinstance(limit, Response):
+            return limit
+        assert limit is not None
+        after = None
+        if token := request.args.get("cursor"):
+            after = _decode_cursor(token)
+            if after is None:
+                return problem(400, "bad_request", "'cursor' is not a cursor this API returned")
+        try:
+            page = await sessions.newest(runtime.db, principal.tenant_id, limit, after)
+        except DatabaseUnavailable as exc:
+            return unavailable(runtime, str(exc))
+        last = page[-1] if len(page) == limit else None
+        return json_response(
+            {
+                "sessions": [
+                    {
+                        "session_id": s.session_id,
+                        "events": s.next_seq,
+                        "seals": s.seal_count,
+                        "first_event_ts": s.first_ts,
+                        "last_event_ts": s.last_ts,
+                        "created_at": s.created_at.isoformat(),
+                    }
+                    for s in page
+                ],
+                "next_cursor": _encode_cursor(last.created_at, last.session_id) if last else None,
+            }
+        )
+
+    @bp.get("/v1/sessions/<session_id>/verify")
+    async def verify(session_id: str) -> Response:
+        principal = await reader(session_id)
+        if isinstance(principal, Response):
+            return principal
+        try:
+            found = await sessions.head(runtime.db, principal.tenant_id, session_id)
+            if found is None:
+                return not_found()
+            keys = {k.key_id: k.public_key for k in await signing_keys.all_keys(runtime.db)}
+            verifier = hashcore.ChainVerifier(keys)
+            async with runtime.db.cursor(
+                sessions.REPLAY,
+                principal.tenant_id,
+                session_id,
+                0,
+                None,
+                chunk=settings.replay_chunk,
+            ) as fetch:
+                while rows := await fetch():
+                    records = [row[0] for row in rows]
+                    await trio.to_thread.run_sync(
+                        verifier.feed, records, limiter=runtime.verify_limiter
+                    )
+        except DatabaseUnavailable as exc:
+            return unavailable(runtime, str(exc))
+        report = verifier.finish()
+        return json_response(report_json(session_id, report))
+
+    return bp
+
+
+def report_json(session_id: str, report: hashcore.ChainReport) -> dict[str, object]:
+    problem_ = report.problem
+    return {
+        "session_id": session_id,
+        "ok": report.ok,
+        "records": report.records,
+        "events": report.events,
+        "seals": report.seals,
+        "keys_used": report.keys_used,
+        "problem": None
+        if problem_ is None
+        else {
+            "line": problem_.line,
+            "seq": problem_.seq,
+            "kind": problem_.kind,
+            "reason": problem_.reason,
+            "detail": problem_.detail,
+            "expected": problem_.expected,
+            "found": problem_.found,
+        },
+    }

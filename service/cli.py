@@ -1,0 +1,245 @@
+"""`python -m service`: serve, migrate, keys, export, verify."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import click
+import trio
+from hypercorn.config import Config
+
+from . import logs
+from .core import credentials, seal_key
+from .storage import migrations, signing_keys, tenants
+from .storage.database import Database, PoolSettings, open_database
+from .storage.embedded import EmbeddedPostgres
+
+log = logging.getLogger("service")
+T = TypeVar("T")
+
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("CHAIN_DATA_DIR", ".data"),
+    show_default=".data",
+    help="Where the embedded PostgreSQL and the seal key live.",
+)
+
+
+@contextmanager
+def database_url(data_dir: Path) -> Iterator[str]:
+    """DATABASE_URL if set; else the embedded PostgreSQL under data_dir, started if
+    needed and stopped afterwards only if this process started it."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedPostgres(data_dir / "pg")
+    started_here = not server.running()
+    url = server.start()
+    try:
+        yield url
+    finally:
+        if started_here:
+            server.stop()
+
+
+def with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_database(PoolSettings(url, max_size=2, deadline=60)) as db:
+            return await work(db)
+
+    return trio.run(main)
+
+
+@click.group()
+@click.option("--log-level", default=lambda: os.environ.get("LOG_LEVEL", "INFO"))
+def main(log_level: str) -> None:
+    """Authoritative ingestion service for hash-chained AI-agent events."""
+    logs.configure(log_level.upper())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="hypercorn trio worker processes sharing one database",
+)
+@_data_dir_option
+def serve(host: str, port: int, workers: int, data_dir: Path) -> None:
+    """Serve the API (embedded PostgreSQL unless DATABASE_URL is set)."""
+    from hypercorn.run import run
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["CHAIN_DATA_DIR"] = str(data_dir)
+    key_file = Path(os.environ.get("SEAL_KEY_FILE") or data_dir / "seal_key.pem").resolve()
+    os.environ["SEAL_KEY_FILE"] = str(key_file)
+
+    with database_url(data_dir) as url:
+        os.environ["DATABASE_URL"] = url
+        signer = seal_key.load_or_create(key_file)
+
+        async def prepare(db: Database) -> None:
+            await migrations.migrate(db)
+            await signing_keys.register(db, signer.key_id, signer.public_key, activate=False)
+
+        with_database(url, prepare)
+        if workers > 1:
+            metrics_dir = data_dir / f"metrics-{os.getpid()}"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir()
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+        config = Config()
+        config.bind = [f"{host}:{port}"]
+        config.worker_class = "trio"
+        # One worker serves in this process; N > 1 spawns N sharing one socket.
+        config.workers = workers
+        config.application_path = "service.app:create_app()"
+        config.graceful_timeout = 10
+        config.accesslog = None
+        config.keep_alive_timeout = 75
+        log.info(
+            "serving on http://%s:%d with %d worker(s), seal key %s",
+            host,
+            port,
+            workers,
+            signer.key_id,
+        )
+        try:
+            code = run(config) if workers > 1 else trio.run(_serve_here, config)
+        finally:
+            if workers > 1:
+                shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+        sys.exit(code)
+
+
+async def _serve_here(config: Config) -> int:
+    """One worker, in this process, shut down gracefully on SIGINT or SIGTERM."""
+    from hypercorn.trio import serve
+
+    from .app import create_app
+
+    async def signalled() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s; shutting down", signal.Signals(signum).name)
+                return
+
+    await serve(create_app(), config, shutdown_trigger=signalled)
+    return 0
+
+
+@main.command()
+@_data_dir_option
+def migrate(data_dir: Path) -> None:
+    """Apply pending database migrations."""
+    with database_url(data_dir) as url:
+        applied = with_database(url, migrations.migrate)
+    click.echo(f"applied {len(applied)} migration(s)", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """API keys of tenants, and the server's seal key."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant name (created on first use).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice([s.value for s in credentials.Scope]),
+)
+@_data_dir_option
+def keys_create(tenant: str, scopes: tuple[str, ...], data_dir: Path) -> None:
+    """Create an API key; prints the key alone on stdout (it is shown only once)."""
+    key = credentials.new_key()
+    scope_set = frozenset(credentials.Scope(s) for s in scopes)
+
+    async def work(db: Database) -> None:
+        await migrations.migrate(db)
+        await tenants.create_key(db, tenant, scope_set, key)
+
+    with database_url(data_dir) as url:
+        with_database(url, work)
+    click.echo(key.token)
+
+
+@keys.command("list")
+@click.option("--tenant", default=None)
+@_data_dir_option
+def keys_list(tenant: str | None, data_dir: Path) -> None:
+    """List API keys (never their secrets)."""
+
+    async def work(db: Database) -> list[tenants.KeyRow]:
+        return await tenants.list_keys(db, tenant)
+
+    with database_url(data_dir) as url:
+        rows = with_database(url, work)
+    for row in rows:
+        state = f"revoked {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if row.revoked_at else "active"
+        click.echo(
+            f"{row.key_id}\t{row.tenant}\t{','.join(sorted(row.scopes))}\t"
+            f"{row.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_data_dir_option
+def keys_revoke(key_id: str, data_dir: Path) -> None:
+    """Revoke an API key by its id (the 16 hex chars after 'csk_')."""
+    parsed = credentials.parse_token(key_id)
+    key_id = parsed[0] if parsed else key_id
+
+    async def work(db: Database) -> bool:
+        return await tenants.revoke_key(db, key_id)
+
+    with database_url(data_dir) as url:
+        if not with_database(url, work):
+            raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}", err=True)
+
+
+@keys.command("rotate-seal")
+@_data_dir_option
+def keys_rotate_seal(data_dir: Path) -> None:
+    """Make a new seal key the active one; old keys stay listed for verification.
+
+    Running servers keep signing with the key they loaded until restarted.
+    """
+    key_file = Path(os.environ.get("SEAL_KEY_FILE") or data_dir / "seal_key.pem")
+    with database_url(data_dir) as url:
+        if key_file.exists():
+            old = seal_key.load(key_file)
+
+            async def keep_old(db: Database) -> None:
+                await migrations.migrate(db)
+                await signing_keys.register(db, old.key_id, old.public_key, activate=False)
+
+            with_database(url, keep_old)
+        signer, kept = seal_key.rotate(key_file)
+
+        async def activate(db: Database) -> None:
+            await signing_keys.register(db, signer.key_id, signer.public_key, activate=True)
+
+        with_database(url, activate)
+    if kept:
+        click.echo(f"previous key kept in {kept}", err=True)
+    click.echo(signer.key_id)

@@ -1,0 +1,75 @@
+"""Settings, read once from the environment (the CLI writes its flags there too,
+so that every hypercorn worker process sees the same values)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .storage.database import PoolSettings
+
+MiB = 1024 * 1024
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    data_dir: Path = field(default_factory=lambda: Path(".data"))
+    seal_key_file: Path | None = None
+    # PROTOCOL §3 limits.
+    max_body_bytes: int = 8 * MiB
+    max_batch_events: int = 1000
+    # Database.
+    pool_size: int = 8
+    db_deadline: float = 10.0
+    # Session actors: a small inbox each, and a cap on batches waiting process-wide.
+    inbox_size: int = 8
+    max_pending: int = 512
+    actor_idle_seconds: float = 30.0
+    # Threads that run hashcore off the event loop.
+    verify_threads: int = 2
+    retry_after_seconds: int = 1
+    # Replay: rows fetched per cursor round trip.
+    replay_chunk: int = 2000
+
+    @property
+    def pool(self) -> PoolSettings:
+        return PoolSettings(self.database_url, max_size=self.pool_size, deadline=self.db_deadline)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        url = os.environ.get("DATABASE_URL")
+        if not url:
+            raise RuntimeError(
+                "DATABASE_URL is not set (the CLI sets it when it starts PostgreSQL)"
+            )
+        data_dir = Path(os.environ.get("CHAIN_DATA_DIR", ".data"))
+        key_file = os.environ.get("SEAL_KEY_FILE")
+        return cls(
+            database_url=url,
+            data_dir=data_dir,
+            seal_key_file=Path(key_file) if key_file else None,
+            max_body_bytes=_int("CHAIN_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_batch_events=_int("CHAIN_MAX_BATCH_EVENTS", cls.max_batch_events),
+            pool_size=_int("CHAIN_POOL_SIZE", cls.pool_size),
+            db_deadline=_float("CHAIN_DB_DEADLINE", cls.db_deadline),
+            inbox_size=_int("CHAIN_INBOX_SIZE", cls.inbox_size),
+            max_pending=_int("CHAIN_MAX_PENDING", cls.max_pending),
+            actor_idle_seconds=_float("CHAIN_ACTOR_IDLE_SECONDS", cls.actor_idle_seconds),
+            verify_threads=_int("CHAIN_VERIFY_THREADS", cls.verify_threads),
+            replay_chunk=_int("CHAIN_REPLAY_CHUNK", cls.replay_chunk),
+        )
+
+    def key_file(self) -> Path:
+        return self.seal_key_file or (self.data_dir / "seal_key.pem")

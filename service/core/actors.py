@@ -1,0 +1,160 @@
+"""One actor per active session: batches of a session are committed one at a time.
+
+Each `SessionActor` owns a small bounded inbox and lives in the runtime's
+nursery (never a request's). It retires after an idle period, so memory follows
+the number of *active* sessions. Nothing queues without bound: a full inbox, or
+too much pending work in the process, is answered at once with `Overloaded`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import trio
+
+from .outcomes import Failed, Outcome, Overloaded, Unavailable
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, str]  # (tenant_id, session_id): a session's identity
+J = TypeVar("J")
+
+
+@dataclass(eq=False)
+class _Job(Generic[J]):
+    payload: J
+    done: trio.Event = field(default_factory=trio.Event)
+    outcome: Outcome | None = None
+    abandoned: bool = False
+
+
+class SessionActor(Generic[J]):
+    def __init__(
+        self,
+        key: Key,
+        registry: SessionActors[J],
+        inbox: trio.MemorySendChannel[_Job[J]],
+        outbox: trio.MemoryReceiveChannel[_Job[J]],
+    ) -> None:
+        self.key = key
+        self._registry = registry
+        self.inbox = inbox
+        self._jobs = outbox
+
+    async def run(self) -> None:
+        async with self._jobs:
+            while True:
+                job = await self._next_job()
+                if job is None:
+                    return
+                await self._handle(job)
+
+    async def _next_job(self) -> _Job[J] | None:
+        with trio.move_on_after(self._registry.idle_seconds):
+            try:
+                return await self._jobs.receive()
+            except trio.EndOfChannel:
+                return None
+        # Idle: retire, unless a job slipped in as the timer fired. Retiring
+        # happens without a checkpoint, so no submitter can pick us in between.
+        try:
+            return self._jobs.receive_nowait()
+        except trio.WouldBlock:
+            self._registry._retire(self)
+            return None
+        except trio.EndOfChannel:
+            return None
+
+    async def _handle(self, job: _Job[J]) -> None:
+        try:
+            if job.abandoned:
+                # The client went away before its turn; its retry will be judged afresh.
+                return
+            try:
+                job.outcome = await self._registry.commit(job.payload)
+            except Exception:
+                log.exception("commit failed for session %s", self.key[1])
+                job.outcome = Failed()
+        finally:
+            self._registry._job_finished()
+            job.done.set()
+
+
+class SessionActors(Generic[J]):
+    """The registry: routes each job to its session's actor, starting it if needed."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        commit: Callable[[J], Awaitable[Outcome]],
+        *,
+        inbox_size: int,
+        max_pending: int,
+        idle_seconds: float,
+    ) -> None:
+        self._nursery = nursery
+        self.commit = commit
+        self._inbox_size = inbox_size
+        self._max_pending = max_pending
+        self.idle_seconds = idle_seconds
+        self._actors: dict[Key, SessionActor[J]] = {}
+        self._pending = 0
+        self._closed = False
+        self._idle = trio.Event()
+        self.started_total = 0
+
+    def statistics(self) -> dict[str, int]:
+        return {"live": len(self._actors), "pending": self._pending, "started": self.started_total}
+
+    async def submit(self, key: Key, payload: J) -> Outcome:
+        """Hand `payload` to the session's actor and wait for its outcome."""
+        if self._closed:
+            return Unavailable("the service is shutting down")
+        if self._pending >= self._max_pending:
+            return Overloaded("too many batches pending in this process")
+        actor = self._actors.get(key) or self._spawn(key)
+        job: _Job[J] = _Job(payload)
+        try:
+            actor.inbox.send_nowait(job)
+        except trio.WouldBlock:
+            return Overloaded("too many batches pending for this session")
+        self._pending += 1
+        try:
+            await job.done.wait()
+        finally:
+            if not job.done.is_set():
+                job.abandoned = True
+        assert job.outcome is not None
+        return job.outcome
+
+    def _spawn(self, key: Key) -> SessionActor[J]:
+        send, receive = trio.open_memory_channel[_Job[J]](self._inbox_size)
+        actor = SessionActor(key, self, send, receive)
+        self._actors[key] = actor
+        self.started_total += 1
+        self._nursery.start_soon(actor.run, name=f"SessionActor {key[1]}")
+        return actor
+
+    def _job_finished(self) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._idle.set()
+
+    def _retire(self, actor: SessionActor[J]) -> None:
+        if self._actors.get(actor.key) is actor:
+            del self._actors[actor.key]
+        actor.inbox.close()
+
+    async def drain(self, deadline: float = math.inf) -> None:
+        """Stop taking work; let every actor finish what it holds (graceful shutdown)."""
+        self._closed = True
+        for actor in list(self._actors.values()):
+            actor.inbox.close()
+        with trio.move_on_after(deadline):
+            while self._pending:
+                self._idle = trio.Event()
+                await self._idle.wait()

@@ -1,0 +1,111 @@
+"""The long-lived parts of one server process, and their lifecycle.
+
+Started with `app.nursery.start(runtime.run)` from `before_serving`: it opens
+the database (owning the trio-asyncio loop for its whole life), loads the seal
+key, and runs the session actors in its own nursery. Readiness (migrations
+applied, seal key registered) is reached in the background and retried, so a
+server started while its database is down recovers by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import trio
+
+import hashcore
+
+from .config import Settings
+from .core import seal_key
+from .core.actors import SessionActors
+from .core.outcomes import Outcome, Unavailable
+from .storage import migrations, signing_keys
+from .storage.chains import Submission, append_batch
+from .storage.database import Database, DatabaseUnavailable, open_database
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> str:
+    """Server time for seals: RFC 3339 UTC with microseconds (PROTOCOL §4)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signer: hashcore.Signer = seal_key.load_or_create(settings.key_file())
+        self.verify_limiter = trio.CapacityLimiter(settings.verify_threads)
+        self.ready = False
+        self._db: Database | None = None
+        self._actors: SessionActors[Submission] | None = None
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise DatabaseUnavailable("the database is not open yet")
+        return self._db
+
+    @property
+    def actors(self) -> SessionActors[Submission]:
+        assert self._actors is not None, "runtime not started"
+        return self._actors
+
+    async def run(
+        self,
+        background: Sequence[Callable[[], Awaitable[None]]] = (),
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until `stop()`; `background` tasks live (and are cancelled) with us."""
+        try:
+            async with open_database(self.settings.pool) as db, trio.open_nursery() as nursery:
+                self._db = db
+                self._actors = SessionActors(
+                    nursery,
+                    self._commit,
+                    inbox_size=self.settings.inbox_size,
+                    max_pending=self.settings.max_pending,
+                    idle_seconds=self.settings.actor_idle_seconds,
+                )
+                nursery.start_soon(self._become_ready)
+                for task in background:
+                    nursery.start_soon(task)
+                task_status.started()
+                await self._stop.wait()
+                await self._actors.drain(deadline=10)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._db = None
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._stopped.wait()
+
+    async def _become_ready(self) -> None:
+        delay = 0.1
+        while not self.ready:
+            try:
+                await migrations.migrate(self.db)
+                await signing_keys.register(
+                    self.db, self.signer.key_id, self.signer.public_key, activate=False
+                )
+                self.ready = True
+                log.info("ready; seal key %s", self.signer.key_id)
+            except DatabaseUnavailable as exc:
+                log.warning("database not ready (%s); retrying in %.1fs", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _commit(self, sub: Submission) -> Outcome:
+        if not self.ready:
+            return Unavailable("the service is starting: migrations or seal key pending")
+        try:
+            return await append_batch(self.db, sub, self.signer, utc_now)
+        except DatabaseUnavailable as exc:
+            return Unavailable(str(exc))

@@ -1,0 +1,259 @@
+"""The trio-asyncio bridge to asyncpg: one crossing per unit of work.
+
+Shaped by the traps in STACK_NOTES.md: each unit of work (acquire, transaction,
+queries, commit) is ONE asyncio coroutine, so a trio cancellation reaches it as a
+single asyncio cancel and asyncpg can still roll back and release; no asyncpg
+timers (deadlines are trio's); a FIFO semaphore in front of the pool; the loop is
+passed explicitly; the pool is closed shielded, with `terminate()` as fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+import asyncpg
+import trio
+import trio_asyncio
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+Work = Callable[[Connection], Awaitable[T]]
+
+# How long a commit or rollback that was interrupted may still take before the
+# connection is torn down; the statement itself is never abandoned half-way.
+_FINISH_GRACE = 10.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached, dropped the connection, or timed out."""
+
+
+# Errors that mean "the database is not there right now", as opposed to a bug
+# in our SQL or a constraint we violated on purpose.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    dsn: str
+    max_size: int = 8
+    # Deadline of one unit of work, on the trio side (never an asyncpg timeout).
+    deadline: float = 10.0
+
+
+class Database:
+    """A pool of asyncpg connections, used from trio one unit of work at a time."""
+
+    def __init__(
+        self,
+        loop: trio_asyncio.TrioEventLoop,
+        pool: asyncpg.Pool,
+        settings: PoolSettings,
+    ) -> None:
+        self._loop = loop
+        self._pool = pool
+        self._settings = settings
+        # trio's Semaphore is FIFO: waiters are served in arrival order, which
+        # asyncpg's own pool queue is not (STACK_NOTES trap 3).
+        self._fifo = trio.Semaphore(settings.max_size)
+        # Long reads (replay, verify) may hold at most half the pool, so that
+        # commits always find a connection.
+        self._streams = trio.Semaphore(max(1, settings.max_size // 2))
+        self.waits = 0
+
+    @property
+    def max_size(self) -> int:
+        return self._settings.max_size
+
+    def statistics(self) -> dict[str, int]:
+        stats = self._fifo.statistics()
+        return {
+            "in_use": self._settings.max_size - self._fifo.value,
+            "waiting": stats.tasks_waiting,
+            "waits_total": self.waits,
+        }
+
+    async def transaction(self, work: Work[T], *, deadline: float | None = None) -> T:
+        """Run `work(conn)` inside one transaction; commit if it returns.
+
+        Raises DatabaseUnavailable when the database is unreachable or the
+        deadline passes; the transaction is then rolled back (or, if the commit
+        was already on its way, allowed to finish: a retry is idempotent).
+        """
+        return await self._cross(_in_transaction(self._pool, work), deadline)
+
+    async def run(self, work: Work[T], *, deadline: float | None = None) -> T:
+        """Run `work(conn)` on a pooled connection, outside any explicit transaction."""
+        return await self._cross(_on_connection(self._pool, work), deadline)
+
+    @asynccontextmanager
+    async def cursor(
+        self, query: str, *args: object, chunk: int, deadline: float | None = None
+    ) -> AsyncIterator[Callable[[], Awaitable[list[asyncpg.Record]]]]:
+        """A server-side cursor over `query` in a read-only snapshot, read in chunks.
+
+        Yields `fetch()`, which returns the next (possibly empty) list of rows.
+        Each crossing is shielded from outside cancellation and bounded by its own
+        deadline, so a client that goes away is noticed between chunks, and the
+        cursor, transaction and connection are released at once, never half-way.
+        """
+        limit = self._settings.deadline if deadline is None else deadline
+        async with self._streams, self._fifo:
+            cur = _Cursor(self._pool, query, args)
+            try:
+                await self._shielded(cur.open(), limit)
+                yield lambda: self._shielded(cur.fetch(chunk), limit)
+            finally:
+                await self._shielded(cur.close(), limit)
+
+    async def _shielded(self, coro: Awaitable[T], limit: float) -> T:
+        with trio.CancelScope(shield=True):
+            result = await self._bridged(coro, limit)
+        return result
+
+    async def _cross(self, coro: Awaitable[T], deadline: float | None) -> T:
+        limit = self._settings.deadline if deadline is None else deadline
+        try:
+            if self._fifo.value == 0:
+                self.waits += 1
+            async with self._fifo:
+                return await self._bridged(coro, limit)
+        finally:
+            # A coroutine never started (cancelled while queued) must not warn.
+            if asyncio.iscoroutine(coro):
+                coro.close()
+
+    async def _bridged(self, coro: Awaitable[T], limit: float) -> T:
+        """One crossing of the bridge, under a trio deadline, with errors mapped."""
+        try:
+            with trio.fail_after(limit):
+                result: T = await self._loop.run_aio_coroutine(coro)
+                return result
+        except trio.TooSlowError as exc:
+            raise DatabaseUnavailable(f"database call exceeded {limit:.1f}s") from exc
+        except _UNAVAILABLE as exc:
+            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def _finish(op: Awaitable[None], conn: Connection) -> None:
+    """Run a COMMIT or ROLLBACK to its end even if cancelled meanwhile.
+
+    The one-shot asyncio cancel that a trio deadline sends must not cut a commit
+    in half: we keep waiting for it (bounded), and only a connection that does
+    not answer within the grace period is torn down.
+    """
+    task = asyncio.ensure_future(op)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+            try:
+                await asyncio.wait_for(asyncio.shield(task), _FINISH_GRACE)
+            except (TimeoutError, asyncio.CancelledError):
+                conn.terminate()
+                raise
+    task.result()
+    if cancelled:
+        log.info("a commit or rollback finished after its caller was cancelled")
+
+
+class _Cursor:
+    """The asyncio half of `Database.cursor`: each method is one crossing."""
+
+    def __init__(self, pool: asyncpg.Pool, query: str, args: tuple[object, ...]) -> None:
+        self._pool = pool
+        self._query = query
+        self._args = args
+        self._conn: Connection | None = None
+        self._tx: Any = None
+        self._cursor: Any = None
+
+    async def open(self) -> None:
+        conn = self._conn = await self._pool.acquire()
+        self._tx = conn.transaction(isolation="repeatable_read", readonly=True)
+        await self._tx.start()
+        self._cursor = await conn.cursor(self._query, *self._args)
+
+    async def fetch(self, n: int) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._cursor.fetch(n)
+        return rows
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self._tx is not None and not conn.is_closed():
+                # Ending the transaction closes the cursor with it.
+                await asyncio.wait_for(self._tx.rollback(), _FINISH_GRACE)
+        except BaseException:
+            conn.terminate()
+            raise
+        finally:
+            await self._pool.release(conn)
+
+
+async def _in_transaction(pool: asyncpg.Pool, work: Work[T]) -> T:
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            result = await work(conn)
+        except BaseException:
+            if not conn.is_closed():
+                await _finish(tx.rollback(), conn)
+            raise
+        await _finish(tx.commit(), conn)
+        return result
+
+
+async def _on_connection(pool: asyncpg.Pool, work: Work[T]) -> T:
+    async with pool.acquire() as conn:
+        return await work(conn)
+
+
+@asynccontextmanager
+async def open_database(settings: PoolSettings) -> AsyncIterator[Database]:
+    """Open a trio-asyncio loop and an asyncpg pool for the block's duration.
+
+    Must be entered from the task that will own the loop for its whole life
+    (STACK_NOTES trap 4: handlers see it only through the object we pass).
+    """
+    async with trio_asyncio.open_loop() as loop:
+        pool = await loop.run_aio_coroutine(
+            asyncpg.create_pool(
+                settings.dsn,
+                min_size=0,
+                max_size=settings.max_size,
+                # 0 disables the per-release inactivity timer (trap 2).
+                max_inactive_connection_lifetime=0,
+                command_timeout=None,
+            )
+        )
+        try:
+            yield Database(loop, pool, settings)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5) as scope:
+                await loop.run_aio_coroutine(pool.close())
+            if scope.cancelled_caught:
+                log.warning("pool did not close in 5s; terminating its connections")
+                pool.terminate()

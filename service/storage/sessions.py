@@ -1,0 +1,115 @@
+"""Reading sessions back: heads, listings, and the stored records in replay order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from .database import Connection, Database
+
+# Replay order (PROTOCOL §5): by seq, the event before its seal. The primary
+# key (tenant_id, session_id, seq, is_seal) serves it without a sort.
+REPLAY = """SELECT record FROM records
+            WHERE tenant_id = $1 AND session_id = $2 AND seq >= $3
+            ORDER BY seq, is_seal
+            LIMIT $4"""
+
+
+@dataclass(frozen=True)
+class SessionHead:
+    session_id: str
+    next_seq: int
+    head_hash: str
+    seal_count: int
+    last_seal: bytes | None
+    first_ts: str | None
+    last_ts: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+_HEAD = """SELECT s.session_id::text AS session_id, s.next_seq, s.head_hash, s.seal_count,
+                  s.first_ts, s.last_ts, s.created_at, s.updated_at,
+                  (SELECT r.record FROM records r
+                   WHERE r.tenant_id = s.tenant_id AND r.session_id = s.session_id
+                     AND r.seq = s.last_seal_seq AND r.is_seal) AS last_seal
+           FROM sessions s WHERE s.tenant_id = $1 AND s.session_id = $2"""
+
+
+async def head(db: Database, tenant_id: int, session_id: str) -> SessionHead | None:
+    async def work(conn: Connection) -> asyncpg.Record | None:
+        return await conn.fetchrow(_HEAD, tenant_id, session_id)
+
+    row = await db.run(work)
+    if row is None:
+        return None
+    seal = row["last_seal"]
+    return SessionHead(
+        session_id=row["session_id"],
+        next_seq=row["next_seq"],
+        head_hash=row["head_hash"],
+        seal_count=row["seal_count"],
+        last_seal=bytes(seal) if seal is not None else None,
+        first_ts=row["first_ts"],
+        last_ts=row["last_ts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    session_id: str
+    next_seq: int
+    seal_count: int
+    first_ts: str | None
+    last_ts: str | None
+    created_at: datetime
+
+
+async def newest(
+    db: Database, tenant_id: int, limit: int, after: tuple[datetime, str] | None
+) -> list[SessionSummary]:
+    """The tenant's sessions, newest first, strictly after the keyset `after`."""
+
+    async def work(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            """SELECT session_id::text AS session_id, next_seq, seal_count, first_ts, last_ts,
+                      created_at
+               FROM sessions
+               WHERE tenant_id = $1
+                 AND ($2::timestamptz IS NULL OR (created_at, session_id) < ($2, $3::uuid))
+               ORDER BY created_at DESC, session_id DESC
+               LIMIT $4""",
+            tenant_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+
+    return [
+        SessionSummary(
+            r["session_id"],
+            r["next_seq"],
+            r["seal_count"],
+            r["first_ts"],
+            r["last_ts"],
+            r["created_at"],
+        )
+        for r in await db.run(work)
+    ]
+
+
+async def tenants_holding(db: Database, session_id: str) -> list[tuple[int, str]]:
+    """Every (tenant_id, tenant name) that has a session with this id."""
+
+    async def work(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            """SELECT t.id, t.name FROM sessions s JOIN tenants t ON t.id = s.tenant_id
+               WHERE s.session_id = $1 ORDER BY t.name""",
+            session_id,
+        )
+
+    return [(r["id"], r["name"]) for r in await db.run(work)]

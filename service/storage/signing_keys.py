@@ -1,0 +1,56 @@
+"""Public halves of the server's Ed25519 signing keys (PROTOCOL §4, GET /v1/keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from .database import Connection, Database
+from .locks import SEAL_KEYS
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    key_id: str
+    public_key: bytes
+    active: bool
+
+
+async def register(db: Database, key_id: str, public_key: bytes, *, activate: bool) -> None:
+    """Record a key; with `activate`, make it the only active one (a rotation).
+
+    Without `activate` a key already known keeps its state, and a new one is
+    recorded active only if no key is active yet (first start).
+    """
+
+    async def work(conn: Connection) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", SEAL_KEYS)
+        known = await conn.fetchval("SELECT active FROM signing_keys WHERE key_id = $1", key_id)
+        any_active = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)")
+        if known is None:
+            active = activate or not any_active
+            await conn.execute(
+                "INSERT INTO signing_keys (key_id, public_key, active) VALUES ($1, $2, $3)",
+                key_id,
+                public_key,
+                active,
+            )
+        if activate:
+            await conn.execute(
+                """UPDATE signing_keys SET active = (key_id = $1),
+                       retired_at = CASE WHEN key_id = $1 THEN NULL
+                                         ELSE coalesce(retired_at, now()) END""",
+                key_id,
+            )
+
+    await db.transaction(work)
+
+
+async def all_keys(db: Database) -> list[PublicKey]:
+    async def work(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "SELECT key_id, public_key, active FROM signing_keys ORDER BY created_at, key_id"
+        )
+
+    return [PublicKey(r["key_id"], bytes(r["public_key"]), r["active"]) for r in await db.run(work)]

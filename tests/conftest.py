@@ -1,0 +1,220 @@
+"""Fixtures: a real PostgreSQL (embedded, or DATABASE_URL), one fresh database per
+test session, tables emptied before each test, and the service over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from service.app import create_app
+from service.cli import with_database
+from service.config import Settings
+from service.core import credentials
+from service.runtime import Runtime
+from service.storage import migrations, tenants
+from service.storage.database import Database, PoolSettings, open_database
+from service.storage.embedded import EmbeddedPostgres
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = "records, sessions, api_keys, tenants, signing_keys"
+
+
+def with_dbname(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: DATABASE_URL's, or an embedded one for this run."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    try:
+        yield server.start()
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: str) -> Iterator[str]:
+    """A fresh database for this test session, migrated."""
+    name = f"chain_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def create(db: Database) -> None:
+        await db.run(lambda conn: conn.execute(f'CREATE DATABASE "{name}"'))
+
+    async def drop(db: Database) -> None:
+        await db.run(lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    with_database(pg_server, create)
+    url = with_dbname(pg_server, name)
+    with_database(url, migrations.migrate)
+    try:
+        yield url
+    finally:
+        with_database(pg_server, drop)
+
+
+async def _truncate(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test database, emptied, through the same bridge the service uses."""
+    async with open_database(PoolSettings(database_url, max_size=4)) as database:
+        await database.run(_truncate)
+        yield database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    runtime: Runtime
+
+    def client(self, key: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        seal_key_file=tmp_path / "seal_key.pem",
+        actor_idle_seconds=5,
+    )
+
+
+async def start_server(nursery: trio.Nursery, settings: Settings) -> Server:
+    """The app on hypercorn's trio worker, in this process, on a loopback port."""
+    app = create_app(settings)
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.graceful_timeout = 5
+    stop = trio.Event()
+    binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+    server = Server(binds[0], app.extensions["runtime"])
+    nursery.start_soon(_stop_at_teardown, stop)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        with trio.fail_after(20):
+            while (await client.get("/readyz")).status_code != 200:
+                await trio.sleep(0.05)
+    return server
+
+
+async def _stop_at_teardown(stop: trio.Event) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        stop.set()
+
+
+@pytest.fixture
+async def server(db: Database, settings: Settings, nursery: trio.Nursery) -> Server:
+    return await start_server(nursery, settings)
+
+
+@pytest.fixture
+def make_key(db: Database) -> object:
+    """`await make_key("tenant", "ingest", "read")` -> a new API key."""
+
+    async def make(tenant: str = "acme", *scopes: str) -> str:
+        key = credentials.new_key()
+        chosen = frozenset(credentials.Scope(s) for s in (scopes or ("ingest", "read")))
+        await tenants.create_key(db, tenant, chosen, key)
+        return key.token
+
+    return make
+
+
+# ---- separate server processes -------------------------------------------------
+
+
+@dataclass
+class ServeProcess:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn_serve(
+    database_url: str, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+) -> ServeProcess:
+    """`python -m service serve` as its own process; returns once /readyz is 200."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / f"serve-{port}.log"
+    full_env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--data-dir",
+                str(data_dir),
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    handle = ServeProcess(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{handle.url}/readyz", timeout=2).status_code == 200:
+                return handle
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    handle.stop()
+    raise RuntimeError(f"serve never became ready:\n{log.read_text()}")
+
+
+def settings_for(base: Settings, **changes: object) -> Settings:
+    return replace(base, **changes)  # type: ignore[arg-type]
