@@ -1,0 +1,182 @@
+"""The foundation: the trio-asyncio bridge under cancellation, migrations, probes."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import trio
+
+from service.cli import with_database
+from service.storage import migrations
+from service.storage.database import (
+    Connection,
+    Database,
+    DatabaseUnavailable,
+    PoolSettings,
+    open_database,
+)
+from tests.conftest import Server, with_dbname
+
+LOCK_NS = 4242  # an advisory-lock namespace no service code uses
+
+
+async def _held_locks(db: Database) -> int:
+    async def work(conn: Connection) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1",
+                LOCK_NS,
+            )
+        )
+
+    return await db.run(work)
+
+
+async def _stuck_sessions(db: Database) -> list[str]:
+    """Other backends of this database that sit in a transaction or run our sleep."""
+
+    async def work(conn: Connection) -> list[str]:
+        rows = await conn.fetch(
+            """SELECT state, query FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 AND (state LIKE 'idle in transaction%' OR query LIKE '%pg_sleep%')"""
+        )
+        return [f"{r['state']}: {r['query']}" for r in rows]
+
+    return await db.run(work)
+
+
+async def _sleep_holding_lock(conn: Connection) -> None:
+    await conn.execute("INSERT INTO tenants (name) VALUES ('cancelled')")
+    await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", LOCK_NS)
+    await conn.execute("SELECT pg_sleep(30)")
+
+
+async def _assert_clean(db: Database) -> None:
+    # The cancelled backend may take a moment to notice the cancel request.
+    with trio.fail_after(10):
+        while await _stuck_sessions(db) or await _held_locks(db):
+            await trio.sleep(0.05)
+    assert await db.run(lambda c: c.fetchval("SELECT count(*) FROM tenants")) == 0
+    assert db.statistics()["in_use"] == 0
+
+
+async def test_cancelled_unit_of_work_rolls_back_and_releases(db: Database) -> None:
+    with trio.move_on_after(0.5) as scope:
+        await db.transaction(_sleep_holding_lock)
+    assert scope.cancelled_caught
+    await _assert_clean(db)
+    # The pool is still usable and the lock is free for anyone.
+    await db.transaction(lambda c: c.execute("SELECT pg_advisory_xact_lock($1, 1)", LOCK_NS))
+
+
+async def test_deadline_becomes_unavailable_and_leaves_nothing(db: Database) -> None:
+    with pytest.raises(DatabaseUnavailable, match="exceeded"):
+        await db.transaction(_sleep_holding_lock, deadline=0.5)
+    await _assert_clean(db)
+
+
+async def test_many_cancellations_do_not_leak_connections(db: Database) -> None:
+    async def one(delay: float) -> None:
+        with trio.move_on_after(delay):
+            await db.transaction(_sleep_holding_lock)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(12):  # more than the pool holds: some are cancelled while queued
+            nursery.start_soon(one, 0.2 + i * 0.03)
+    await _assert_clean(db)
+    assert db.statistics()["waiting"] == 0
+
+
+async def test_commit_returns_what_the_work_returned(db: Database) -> None:
+    async def work(conn: Connection) -> int:
+        return int(await conn.fetchval("INSERT INTO tenants (name) VALUES ('t1') RETURNING id"))
+
+    tenant_id = await db.transaction(work)
+    assert await db.run(lambda c: c.fetchval("SELECT id FROM tenants WHERE name = 't1'")) == (
+        tenant_id
+    )
+
+
+async def test_unreachable_database_is_unavailable(tmp_path: object) -> None:
+    settings = PoolSettings("postgresql://postgres@/postgres?host=/nonexistent-dir", deadline=5)
+    async with open_database(settings) as db:
+        with pytest.raises(DatabaseUnavailable):
+            await db.run(lambda c: c.fetchval("SELECT 1"))
+
+
+# ---- migrations ------------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_url(pg_server: str) -> object:
+    name = f"scratch_{secrets.token_hex(4)}"
+    with_database(pg_server, lambda db: db.run(lambda c: c.execute(f'CREATE DATABASE "{name}"')))
+    yield with_dbname(pg_server, name)
+    with_database(
+        pg_server, lambda db: db.run(lambda c: c.execute(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    )
+
+
+async def test_migrations_apply_in_order_once_even_when_raced(scratch_url: str) -> None:
+    results: list[list[migrations.Migration]] = []
+    async with open_database(PoolSettings(scratch_url)) as db:
+        assert await migrations.pending(db) == [m.version for m in migrations.available()]
+
+        async def migrate() -> None:
+            results.append(await migrations.migrate(db))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(migrate)
+        rows = await db.run(lambda c: c.fetch("SELECT version, name FROM schema_migrations"))
+        assert await migrations.pending(db) == []
+        assert await migrations.migrate(db) == []
+
+    expected = [(m.version, m.name) for m in migrations.available()]
+    assert sorted((r["version"], r["name"]) for r in rows) == expected
+    # Exactly one of the racers applied each migration.
+    applied = sorted(m.version for run in results for m in run)
+    assert applied == [v for v, _ in expected]
+
+
+# ---- probes and documents -----------------------------------------------------------
+
+
+async def test_probes(server: Server) -> None:
+    async with server.client() as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["seal_key"] == server.runtime.signer.key_id
+        assert ready.headers["X-Request-Id"]
+
+
+async def test_openapi_describes_every_route_and_error(server: Server) -> None:
+    async with server.client() as client:
+        spec = (await client.get("/openapi.json")).json()
+    app_routes = {
+        "/v1/ingest",
+        "/v1/sessions",
+        "/v1/sessions/{session_id}",
+        "/v1/sessions/{session_id}/records",
+        "/v1/sessions/{session_id}/verify",
+        "/v1/keys",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+    assert set(spec["paths"]) == app_routes
+    ingest = spec["paths"]["/v1/ingest"]["post"]["responses"]
+    assert set(ingest) == {"200", "400", "401", "403", "409", "413", "415", "429", "503"}
+    codes = set(spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    assert {"hash_mismatch", "seq_gap", "chain_fork", "overloaded", "unavailable"} <= codes
+
+
+async def test_unknown_route_is_a_problem(server: Server) -> None:
+    async with server.client() as client:
+        response = await client.get("/nope")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
