@@ -1,0 +1,1 @@
+"""Tests of the hashcore native module, against independent implementations."""
