@@ -7,9 +7,12 @@ import secrets
 import time
 from functools import partial
 
+import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from quart_trio.asgi import TrioASGIHTTPConnection
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from . import logs
 from .api import health, ingest, keys, metrics, openapi, sessions
@@ -19,6 +22,30 @@ from .runtime import Runtime
 
 access_log = logging.getLogger("service.access")
 
+# How long a response waits for the rest of a request body it did not need (a
+# 401 before the upload ended, say) before the connection is closed instead.
+_DRAIN_SECONDS = 5.0
+
+
+class _ShieldedSendConnection(TrioASGIHTTPConnection):
+    """quart-trio's HTTP connection, with hypercorn's `send` shielded.
+
+    quart-trio cancels the request's nursery as soon as hypercorn reports the
+    stream closed, and that report happens *inside* the `send` of the last body
+    chunk: the rest of that `send` (closing a connection whose request body was
+    not read to the end, or re-arming the keep-alive timer) was cancelled half-way.
+    The connection then hung for good: the client's next request on it was never
+    answered, and idle connections never timed out. Hypercorn already shields
+    its own socket writes, so shielding the whole `send` adds no new wait.
+    """
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        async def shielded(message: ASGISendEvent) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await super().__call__(receive, shielded)
+
 
 def create_app(settings: Settings | None = None) -> QuartTrio:
     settings = settings or Settings.from_env()
@@ -26,6 +53,7 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     stats = metrics.Metrics()
 
     app = QuartTrio("service")
+    app.asgi_http_class = _ShieldedSendConnection
     # Quart stops buffering a body past this and raises 413 (checked in ingest).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["runtime"] = runtime
@@ -54,6 +82,21 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
         rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else None
         logs.request_id.set(rid or secrets.token_hex(8))
         request.started_at = time.perf_counter()  # type: ignore[attr-defined]
+
+    @app.after_request
+    async def finish_body(response: Response) -> Response:
+        """Read what is left of a body the handler did not need (an early 401, 403,
+        415, 503), so that the connection can serve the client's next request;
+        if it cannot be read (too large, too slow), say that the connection closes."""
+        try:
+            with trio.move_on_after(_DRAIN_SECONDS) as scope:
+                await request.get_data(cache=False, as_text=False, parse_form_data=False)
+            drained = not scope.cancelled_caught
+        except (RequestEntityTooLarge, RequestTimeout):
+            drained = False
+        if not drained:
+            response.headers["Connection"] = "close"
+        return response
 
     @app.after_request
     async def record(response: Response) -> Response:

@@ -7,18 +7,20 @@ import os
 import shutil
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import click
 import trio
 from hypercorn.config import Config
 
 from . import logs
-from .core import credentials, seal_key
-from .storage import migrations, signing_keys, tenants
+from .core import credentials, evidence, seal_key
+from .storage import migrations, sessions, signing_keys, tenants
 from .storage.database import Database, PoolSettings, open_database
 from .storage.embedded import EmbeddedPostgres
 
@@ -243,3 +245,106 @@ def keys_rotate_seal(data_dir: Path) -> None:
     if kept:
         click.echo(f"previous key kept in {kept}", err=True)
     click.echo(signer.key_id)
+
+
+# Rows per cursor round trip while exporting: a few MiB of records at a time.
+_EXPORT_CHUNK = 5000
+
+
+@main.command()
+@click.argument("session_id")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The bundle file to write (replaced only once it is complete).",
+)
+@click.option("--tenant", default=None, help="Tenant name, when the id exists under several.")
+@_data_dir_option
+def export(session_id: str, out_path: Path, tenant: str | None, data_dir: Path) -> None:
+    """Write a session's evidence bundle: its records and the keys that signed its seals."""
+    try:
+        sid = str(uuid.UUID(session_id))
+    except ValueError:
+        raise click.BadParameter("not a UUID", param_hint="SESSION_ID") from None
+    partial = out_path.with_name(f"{out_path.name}.partial")
+    progress = evidence.ProgressPrinter(lambda m: click.echo(m, err=True), "exported")
+    try:
+        with database_url(data_dir) as url, partial.open("wb") as out:
+
+            async def work(db: Database) -> evidence.BundleHeader | str:
+                return await _export(db, sid, tenant, out, progress)
+
+            outcome = with_database(url, work)
+            out.flush()
+            os.fsync(out.fileno())
+        if isinstance(outcome, str):
+            raise click.ClickException(outcome)
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    click.echo(
+        f"exported {outcome.events + outcome.seals:,} records ({outcome.events:,} events, "
+        f"{outcome.seals:,} seals) of session {sid} (tenant {outcome.tenant}) to {out_path}",
+        err=True,
+    )
+
+
+async def _export(
+    db: Database,
+    session_id: str,
+    tenant: str | None,
+    out: IO[bytes],
+    progress: evidence.Progress,
+) -> evidence.BundleHeader | str:
+    """The bundle's header and records, or why there is none."""
+    holders = await sessions.tenants_holding(db, session_id)
+    chosen = [h for h in holders if tenant is None or h[1] == tenant]
+    if not chosen:
+        under = f" under tenant {tenant}" if tenant else ""
+        return f"no session {session_id}{under}"
+    if len(chosen) > 1:
+        names = ", ".join(name for _, name in chosen)
+        return f"session {session_id} exists under several tenants ({names}): pass --tenant"
+    tenant_id, tenant_name = chosen[0]
+    head = await sessions.head(db, tenant_id, session_id)
+    if head is None:
+        return f"no session {session_id} under tenant {tenant_name}"
+    keys, missing = await sessions.seal_keys(db, tenant_id, session_id, head.next_seq)
+    if missing:
+        log.warning("no public key stored for %s: its seals will not verify", ", ".join(missing))
+    header = evidence.BundleHeader(
+        session_id=session_id,
+        tenant=tenant_name,
+        exported_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        keys=tuple(evidence.BundleKey(k.key_id, k.public_key) for k in keys),
+        events=head.next_seq,
+        seals=head.seal_count,
+        head_hash=head.head_hash,
+    )
+    total = head.next_seq + head.seal_count
+    writer = evidence.BundleWriter(out, header)
+    async with db.cursor(
+        sessions.CHAIN, tenant_id, session_id, head.next_seq, chunk=_EXPORT_CHUNK
+    ) as fetch:
+        while rows := await fetch():
+            writer.write([row[0] for row in rows])
+            progress(writer.records, writer.records, total)
+    if writer.records != total:
+        return f"read {writer.records} records where the head announces {total}"
+    return header
+
+
+@main.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def verify_bundle(bundle: Path) -> None:
+    """Check an evidence bundle offline: no database, no network.
+
+    Prints what was checked, or the first record that does not hold; exits 0
+    only when every record, link, seal and signature holds.
+    """
+    progress = evidence.ProgressPrinter(lambda m: click.echo(m, err=True), "verified")
+    report = evidence.verify_bundle(bundle, progress=progress)
+    click.echo(report.text())
+    sys.exit(0 if report.ok else 1)

@@ -45,6 +45,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
+    # Serialization failures and deadlocks: nothing was stored, a retry may pass.
+    asyncpg.exceptions.TransactionRollbackError,
 )
 
 
@@ -219,11 +221,21 @@ async def _in_transaction(pool: asyncpg.Pool, work: Work[T]) -> T:
         try:
             result = await work(conn)
         except BaseException:
-            if not conn.is_closed():
+            if not _is_closed(conn):
                 await _finish(tx.rollback(), conn)
             raise
         await _finish(tx.commit(), conn)
         return result
+
+
+def _is_closed(conn: Connection) -> bool:
+    """A connection lost mid-transaction is already detached from its pool proxy,
+    whose methods then raise InterfaceError: that, too, means closed. (Letting it
+    escape would hide the real error, e.g. the backend being terminated.)"""
+    try:
+        return conn.is_closed()
+    except asyncpg.exceptions.InterfaceError:
+        return True
 
 
 async def _on_connection(pool: asyncpg.Pool, work: Work[T]) -> T:

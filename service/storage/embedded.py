@@ -53,6 +53,15 @@ _SETTINGS = {
 }
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `pgdata`, started and stopped on demand."""
 
@@ -117,6 +126,10 @@ class EmbeddedPostgres:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
+            return None
+        if _is_zombie(pid):
+            # Killed but not yet reaped (its parent is init, not us): it holds
+            # no socket and no shared memory any more; treat it as gone.
             return None
         return pid
 

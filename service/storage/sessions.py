@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from .database import Connection, Database
+from .signing_keys import PublicKey
 
 # Replay order (PROTOCOL §5): by seq, the event before its seal. The primary
 # key (tenant_id, session_id, seq, is_seal) serves it without a sort.
@@ -15,6 +16,13 @@ REPLAY = """SELECT record FROM records
             WHERE tenant_id = $1 AND session_id = $2 AND seq >= $3
             ORDER BY seq, is_seal
             LIMIT $4"""
+
+# The whole chain as of a head read just before: records are append-only and
+# each batch commits with its seal and the new head, so `seq < next_seq` holds
+# exactly the records of that head, however many batches land meanwhile.
+CHAIN = """SELECT record FROM records
+           WHERE tenant_id = $1 AND session_id = $2 AND seq < $3
+           ORDER BY seq, is_seal"""
 
 
 @dataclass(frozen=True)
@@ -113,3 +121,34 @@ async def tenants_holding(db: Database, session_id: str) -> list[tuple[int, str]
         )
 
     return [(r["id"], r["name"]) for r in await db.run(work)]
+
+
+async def seal_keys(
+    db: Database, tenant_id: int, session_id: str, below_seq: int
+) -> tuple[list[PublicKey], list[str]]:
+    """The public keys that signed the session's seals below `below_seq`, and the
+    ids of any such key the database does not hold (it would fail verification)."""
+
+    async def work(conn: Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            """WITH used AS (
+                   SELECT DISTINCT convert_from(record, 'UTF8')::jsonb #>> '{payload,key_id}'
+                          AS key_id
+                   FROM records
+                   WHERE tenant_id = $1 AND session_id = $2 AND is_seal AND seq < $3)
+               SELECT u.key_id, k.public_key, k.active
+               FROM used u LEFT JOIN signing_keys k USING (key_id)
+               ORDER BY u.key_id""",
+            tenant_id,
+            session_id,
+            below_seq,
+        )
+
+    rows = await db.run(work)
+    found = [
+        PublicKey(r["key_id"], bytes(r["public_key"]), r["active"])
+        for r in rows
+        if r["public_key"] is not None
+    ]
+    missing = [r["key_id"] for r in rows if r["public_key"] is None]
+    return found, missing

@@ -1,0 +1,135 @@
+"""Checks shared by the fault, race and tenancy tests: problem bodies, and what is
+really stored for a session, read straight from PostgreSQL and through the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+import hashcore
+from service.storage.database import Connection, Database
+
+from .conftest import ROOT
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def assert_problem(resp: httpx.Response, status: int, *codes: str) -> dict[str, Any]:
+    """`resp` is an RFC 9457 problem with this status and one of `codes`; its body."""
+    assert resp.status_code == status, (resp.status_code, resp.text)
+    assert resp.headers["content-type"].startswith(PROBLEM_JSON), resp.headers
+    body: dict[str, Any] = resp.json()
+    assert body["status"] == status
+    assert body["code"] in codes, body
+    for member in ("type", "title", "detail"):
+        assert isinstance(body[member], str) and body[member], body
+    return body
+
+
+def assert_unavailable(resp: httpx.Response) -> dict[str, Any]:
+    body = assert_problem(resp, 503, "unavailable")
+    assert int(resp.headers["retry-after"]) >= 1
+    return body
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A session as the database holds it."""
+
+    head: dict[str, Any] | None  # the `sessions` row, or None
+    events: dict[int, str]  # seq -> hash of the stored event
+    seals: list[dict[str, Any]]  # the stored seal records, by seq
+
+    @property
+    def event_count(self) -> int:
+        return len(self.events)
+
+
+async def stored(db: Database, session_id: str, tenant_id: int | None = None) -> Stored:
+    async def work(conn: Connection) -> Stored:
+        tenant = "($2::bigint IS NULL OR tenant_id = $2)"
+        head = await conn.fetchrow(
+            f"SELECT * FROM sessions WHERE session_id = $1 AND {tenant}", session_id, tenant_id
+        )
+        rows = await conn.fetch(
+            f"""SELECT seq, is_seal, hash, record FROM records
+                WHERE session_id = $1 AND {tenant} ORDER BY seq, is_seal""",
+            session_id,
+            tenant_id,
+        )
+        events: dict[int, str] = {}
+        seals = []
+        for row in rows:
+            if row["is_seal"]:
+                seals.append(json.loads(bytes(row["record"])))
+            else:
+                assert row["seq"] not in events, f"seq {row['seq']} stored twice"
+                events[row["seq"]] = row["hash"]
+        return Stored(None if head is None else dict(head), events, seals)
+
+    return await db.run(work)
+
+
+def assert_whole_batches(s: Stored) -> None:
+    """Events are 0..n-1 without gap, and the seals tile them exactly: every
+    batch is there with its seal, or not at all; the head agrees."""
+    n = s.event_count
+    assert sorted(s.events) == list(range(n))
+    covered = 0
+    prev_seal = "0" * 64
+    for seal in s.seals:
+        assert seal["kind"] == "CHAIN_SEAL"
+        assert seal["payload"]["first_seq"] == covered, (seal, covered)
+        assert seal["payload"]["prev_seal"] == prev_seal
+        assert seal["prev_hash"] == s.events[seal["seq"]]
+        covered = seal["seq"] + 1
+        prev_seal = seal["hash"]
+    assert covered == n
+    if n == 0:
+        assert s.head is None
+        return
+    assert s.head is not None
+    assert s.head["next_seq"] == n
+    assert s.head["head_hash"] == s.events[n - 1]
+    assert s.head["seal_count"] == len(s.seals)
+    assert s.head["last_seal_hash"] == prev_seal
+
+
+async def public_keys(client: httpx.AsyncClient) -> dict[str, bytes]:
+    resp = await client.get("/v1/keys")
+    assert resp.status_code == 200, resp.text
+    return {k["key_id"]: bytes.fromhex(k["public_key"]) for k in resp.json()["keys"]}
+
+
+async def assert_verifies(client: httpx.AsyncClient, session_id: str) -> hashcore.ChainReport:
+    """The server's own verification, and an auditor's over the replay: both ok."""
+    resp = await client.get(f"/v1/sessions/{session_id}/verify")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["ok"] is True, resp.json()
+    replay = await client.get(f"/v1/sessions/{session_id}/records")
+    assert replay.status_code == 200, replay.text
+    records = replay.content.splitlines()
+    report = hashcore.verify_chain(records, await public_keys(client))
+    assert report.ok, report.problem and report.problem.detail
+    assert report.records == len(records)
+    return report
+
+
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m service <args>` against `database_url`, as an operator runs it."""
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
