@@ -39,6 +39,8 @@ class Settings:
     actor_idle_seconds: float = 30.0
     # Threads that run hashcore off the event loop.
     verify_threads: int = 2
+    # Ingest trusts a key it looked up this recently (the commit re-checks revocation).
+    key_cache_seconds: float = 10.0
     retry_after_seconds: int = 1
     # Replay: rows fetched per cursor round trip.
     replay_chunk: int = 2000
@@ -68,6 +70,7 @@ class Settings:
             max_pending=_int("CHAIN_MAX_PENDING", cls.max_pending),
             actor_idle_seconds=_float("CHAIN_ACTOR_IDLE_SECONDS", cls.actor_idle_seconds),
             verify_threads=_int("CHAIN_VERIFY_THREADS", cls.verify_threads),
+            key_cache_seconds=_float("CHAIN_KEY_CACHE_SECONDS", cls.key_cache_seconds),
             replay_chunk=_int("CHAIN_REPLAY_CHUNK", cls.replay_chunk),
         )
 

@@ -36,11 +36,11 @@ MakeKey = Callable[..., Awaitable[str]]
 # Three places after the events are inserted, all inside the commit's transaction:
 # the seal row (inserted by the same statement, after the events), after the
 # statement's rows are all in (AFTER ROW triggers run at the end of the
-# statement), and the head row's update that follows.
+# statement), and the head row's write (insert or update) that follows.
 FAULTS = {
     "before_insert_seal": "BEFORE INSERT ON records FOR EACH ROW WHEN (NEW.is_seal)",
     "after_insert_seal": "AFTER INSERT ON records FOR EACH ROW WHEN (NEW.is_seal)",
-    "after_update_head": "AFTER UPDATE ON sessions FOR EACH ROW",
+    "after_write_head": "AFTER INSERT OR UPDATE ON sessions FOR EACH ROW",
 }
 
 
@@ -140,7 +140,7 @@ async def _terminate_when_sleeping(db: Database, session_id: str) -> int:
     return pids[0]
 
 
-@pytest.mark.parametrize("fault", ["after_insert_seal", "after_update_head"])
+@pytest.mark.parametrize("fault", ["after_insert_seal", "after_write_head"])
 async def test_connection_killed_inside_the_commit_stores_nothing(
     db: Database,
     settings: Settings,

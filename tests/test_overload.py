@@ -63,7 +63,7 @@ async def test_flooded_session_sheds_load_and_loses_nothing(
     # Each commit of this session sleeps a little inside its transaction, so
     # batches arriving meanwhile find the inbox and the pending count full.
     slow_commit = trigger(
-        db, FAULTS["after_update_head"], chain.session_id, "PERFORM pg_sleep(0.02);"
+        db, FAULTS["after_write_head"], chain.session_id, "PERFORM pg_sleep(0.02);"
     )
     client = server.client(await make_key())
     async with slow_commit, client, trio.open_nursery() as flood:

@@ -14,7 +14,7 @@ from ..core.credentials import Scope
 from ..core.outcomes import Appended, Conflict, Failed, KeyRevoked, Overloaded, Unavailable
 from ..runtime import Runtime
 from ..storage.chains import Submission
-from .auth import authenticate, unauthenticated, unavailable
+from .auth import KeyCache, authenticate, unauthenticated, unavailable
 from .metrics import Metrics
 from .problems import problem
 from .responses import json_response
@@ -27,6 +27,7 @@ _INLINE_BYTES = 16 * 1024
 def routes(runtime: Runtime, metrics: Metrics) -> Blueprint:
     bp = Blueprint("ingest", __name__)
     settings = runtime.settings
+    keys = KeyCache(ttl=settings.key_cache_seconds)
 
     async def verify(body: bytes) -> hashcore.Batch:
         if len(body) <= _INLINE_BYTES:
@@ -37,7 +38,7 @@ def routes(runtime: Runtime, metrics: Metrics) -> Blueprint:
 
     @bp.post("/v1/ingest")
     async def ingest() -> Response:
-        principal = await authenticate(runtime, Scope.INGEST)
+        principal = await authenticate(runtime, Scope.INGEST, keys)
         if isinstance(principal, Response):
             return principal
         if request.mimetype != "application/json":

@@ -16,14 +16,8 @@ from ..core.outcomes import ZERO_HASH, Appended, Conflict, KeyRevoked, Outcome
 from .database import Connection, Database
 from .locks import SESSION_HEAD
 
-_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2::bigint::text || '/' || $3::text))"
-
-_HEAD = """SELECT next_seq, head_hash, last_seal_hash
-           FROM sessions WHERE tenant_id = $1 AND session_id = $2 FOR UPDATE"""
-
-_NEW_SESSION = "INSERT INTO sessions (tenant_id, session_id) VALUES ($1, $2)"
-
-_KEY_LIVE = "SELECT revoked_at IS NULL FROM api_keys WHERE key_id = $1"
+# Advisory lock, key still live, head row FOR UPDATE: migration 0002.
+_LOCK_HEAD = "SELECT * FROM lock_session_head($1, $2, $3::uuid, $4)"
 
 _STORED_HASHES = """SELECT hash FROM records
                     WHERE tenant_id = $1 AND session_id = $2 AND NOT is_seal
@@ -34,7 +28,8 @@ _COVERING_SEAL = """SELECT record FROM records
                     WHERE tenant_id = $1 AND session_id = $2 AND is_seal AND seq >= $3
                     ORDER BY seq LIMIT 1"""
 
-# Events and their seal in one statement, then the head, in the same round trip.
+# Events and their seal in one statement, and the head (created for a new
+# session: the advisory lock makes the upsert race-free), in one round trip.
 _APPEND = """
 WITH appended AS (
     INSERT INTO records (tenant_id, session_id, seq, is_seal, kind, ts, hash, record)
@@ -42,11 +37,14 @@ WITH appended AS (
     FROM unnest($3::bigint[], $4::boolean[], $5::text[], $6::text[], $7::text[], $8::bytea[])
          AS r (seq, is_seal, kind, ts, hash, record)
 )
-UPDATE sessions
-SET next_seq = $9, head_hash = $10, last_seal_seq = $11, last_seal_hash = $12,
-    seal_count = seal_count + 1, first_ts = coalesce(first_ts, $13), last_ts = $14,
-    updated_at = clock_timestamp()
-WHERE tenant_id = $1 AND session_id = $2
+INSERT INTO sessions AS s (tenant_id, session_id, next_seq, head_hash, last_seal_seq,
+                           last_seal_hash, seal_count, first_ts, last_ts)
+VALUES ($1, $2, $9, $10, $11, $12, 1, $13, $14)
+ON CONFLICT (tenant_id, session_id) DO UPDATE
+SET next_seq = EXCLUDED.next_seq, head_hash = EXCLUDED.head_hash,
+    last_seal_seq = EXCLUDED.last_seal_seq, last_seal_hash = EXCLUDED.last_seal_hash,
+    seal_count = s.seal_count + 1, first_ts = coalesce(s.first_ts, EXCLUDED.first_ts),
+    last_ts = EXCLUDED.last_ts, updated_at = clock_timestamp()
 """
 
 
@@ -69,14 +67,12 @@ async def append_batch(
     sid = batch.session_id
 
     async def work(conn: Connection) -> Outcome:
-        await conn.execute(_LOCK, SESSION_HEAD, sub.tenant_id, sid)
-        if not await conn.fetchval(_KEY_LIVE, sub.key_id):
+        row = await conn.fetchrow(_LOCK_HEAD, SESSION_HEAD, sub.tenant_id, sid, sub.key_id)
+        assert row is not None  # the function always returns one row
+        key_live, found, *head = row
+        if not key_live:
             return KeyRevoked()
-        head = await conn.fetchrow(_HEAD, sub.tenant_id, sid)
-        if head is None:
-            next_seq, head_hash, last_seal = 0, ZERO_HASH, ZERO_HASH
-        else:
-            next_seq, head_hash, last_seal = head
+        next_seq, head_hash, last_seal = head if found else (0, ZERO_HASH, ZERO_HASH)
         if batch.first_seq > next_seq:
             return Conflict(
                 "seq_gap",
@@ -114,8 +110,6 @@ async def append_batch(
         if overlap == batch.count:
             seal = await conn.fetchval(_COVERING_SEAL, sub.tenant_id, sid, batch.last_seq)
             return Appended(sid, 0, overlap, next_seq - 1, head_hash, bytes(seal))
-        if head is None:
-            await conn.execute(_NEW_SESSION, sub.tenant_id, sid)
 
         new = slice(max(overlap, 0), batch.count)
         first_new = batch.first_seq + new.start

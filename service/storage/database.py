@@ -243,6 +243,13 @@ async def _on_connection(pool: asyncpg.Pool, work: Work[T]) -> T:
         return await work(conn)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset round trip (RESET ALL, UNLISTEN,
+    advisory unlock...): we set no session state, take only transaction-scoped
+    locks and close cursors with their transaction. asyncpg still rolls back an
+    open transaction before calling this."""
+
+
 @asynccontextmanager
 async def open_database(settings: PoolSettings) -> AsyncIterator[Database]:
     """Open a trio-asyncio loop and an asyncpg pool for the block's duration.
@@ -259,6 +266,7 @@ async def open_database(settings: PoolSettings) -> AsyncIterator[Database]:
                 # 0 disables the per-release inactivity timer (trap 2).
                 max_inactive_connection_lifetime=0,
                 command_timeout=None,
+                reset=_keep_session,
             )
         )
         try:

@@ -1,0 +1,167 @@
+"""Baseline 1 of bench/ingest_bench.py: the service's commit transactions, straight
+from plain asyncio + asyncpg, with rows built before timing. The database's ceiling.
+
+Run by ingest_bench.py in its own process (never imported there: the parent must
+stay free of asyncio policy changes, and this one free of trio_asyncio):
+
+    python bench/direct_asyncpg.py '<json config>'
+
+Reads the pickled request bodies (list per session), turns them into rows and
+seals, then runs `writers` connections, each owning sessions w, w+writers, ...
+and committing their batches round-robin, each session's in order. Prints
+"start" when timing begins and "end" when it ends (then waits for a line on
+stdin, so the parent can read the database's CPU time before our connections
+close), then one JSON line with the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import chain_sql
+
+import hashcore
+
+ZERO = "0" * 64
+SEAL_TS = "2026-11-27T12:00:00.000000Z"
+
+
+@dataclass
+class Commit:
+    """One batch, as the arguments of the service's statements."""
+
+    session_id: str
+    first_seq: int
+    first_prev_hash: str
+    events: int
+    append_args: tuple[Any, ...]
+
+
+def build(bodies_by_session: list[list[bytes]], tenant_id: int) -> list[list[Commit]]:
+    """What `append_batch` computes before its APPEND, for every batch (untimed)."""
+    signer = hashcore.Signer(os.urandom(32))
+    plan = []
+    for bodies in bodies_by_session:
+        prev_seal = ZERO
+        commits = []
+        for body in bodies:
+            b = hashcore.verify_batch(body, 1000)
+            seal = signer.seal(
+                b.session_id, b.last_seq, b.first_seq, prev_seal, b.last_hash, SEAL_TS
+            )
+            prev_seal = seal.hash
+            n = b.count
+            args = (
+                tenant_id,
+                b.session_id,
+                [*b.seqs, seal.seq],
+                [False] * n + [True],
+                [*b.kinds, "CHAIN_SEAL"],
+                [*b.ts, seal.ts],
+                [*b.hashes, seal.hash],
+                [*b.records, seal.record],
+                b.last_seq + 1,
+                b.last_hash,
+                seal.seq,
+                seal.hash,
+                b.ts[0] if b.first_seq == 0 else None,
+                b.ts[-1],
+            )
+            commits.append(Commit(b.session_id, b.first_seq, b.first_prev_hash, n, args))
+        plan.append(commits)
+    return plan
+
+
+async def commit(conn: asyncpg.Connection, tenant_id: int, key_id: str, c: Commit) -> None:
+    """The happy path of service/storage/chains.py `append_batch`, statement for statement."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            chain_sql.LOCK_HEAD, chain_sql.SESSION_HEAD, tenant_id, c.session_id, key_id
+        )
+        key_live, found, next_seq, head_hash, _ = row
+        if not key_live:
+            raise RuntimeError("the bench key is not live")
+        next_seq, head_hash = (next_seq, head_hash) if found else (0, ZERO)
+        if c.first_seq != next_seq or c.first_prev_hash != head_hash:
+            raise RuntimeError(f"session {c.session_id}: head {next_seq}, batch {c.first_seq}")
+        await conn.execute(chain_sql.APPEND, *c.append_args)
+
+
+async def run(cfg: dict[str, Any], plan: list[list[Commit]]) -> dict[str, Any]:
+    writers: int = cfg["writers"]
+    warm: int = cfg["warm_batches"]
+    tenant_id, key_id = cfg["tenant_id"], cfg["key_id"]
+    conns = [await asyncpg.connect(cfg["dsn"]) for _ in range(writers)]
+
+    warmed = 0
+    all_warm = asyncio.Event()
+    window: dict[str, float] = {}
+    latencies: list[float] = []
+    done = {"events": 0, "batches": 0, "timed_events": 0, "timed_batches": 0}
+
+    async def writer(w: int) -> None:
+        nonlocal warmed
+        conn = conns[w]
+        mine = plan[w::writers]
+        rounds = max(len(s) for s in mine)
+        for k in range(rounds):
+            if k == warm:
+                warmed += 1
+                if warmed == writers:
+                    sys.stdout.write("start\n")
+                    sys.stdout.flush()
+                    window["t0"] = time.perf_counter()
+                    all_warm.set()
+                await all_warm.wait()
+            for commits in mine:
+                if k >= len(commits):
+                    continue
+                if k >= warm and time.perf_counter() - window["t0"] >= cfg["duration"]:
+                    return
+                c = commits[k]
+                t = time.perf_counter()
+                await commit(conn, tenant_id, key_id, c)
+                done["events"] += c.events
+                done["batches"] += 1
+                if k >= warm:
+                    latencies.append(time.perf_counter() - t)
+                    done["timed_events"] += c.events
+                    done["timed_batches"] += 1
+                    window["t1"] = time.perf_counter()
+
+    # Bounded, so that a stuck database cannot keep this process (and the bench) alive.
+    async with asyncio.timeout(cfg["duration"] + 180):
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+    # The parent samples the database's CPU now, before our backends exit.
+    sys.stdout.write("end\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    for conn in conns:
+        await conn.close()
+    return {
+        **done,
+        "seconds": window["t1"] - window["t0"],
+        "latencies": latencies,
+    }
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    with open(cfg["bodies"], "rb") as f:
+        bodies_by_session: list[list[bytes]] = pickle.load(f)
+    plan = build(bodies_by_session, cfg["tenant_id"])
+    del bodies_by_session
+    result = asyncio.run(run(cfg, plan))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

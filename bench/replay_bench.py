@@ -1,0 +1,343 @@
+"""Replay throughput and the server's memory while replaying (PROTOCOL §5).
+
+Run on purpose (not a test); it stops by itself and uses loopback only:
+
+    python bench/replay_bench.py            # sessions of 10k and 1M records
+    python bench/replay_bench.py --quick    # 10k and 100k
+
+It starts a fresh embedded PostgreSQL in a temp dir and `python -m service serve`
+as a subprocess, seeds each session straight into the tables (COPY of records
+built by hashcore: verify_batch per 1000-event batch, sealed by the server's own
+key), then times GET /v1/sessions/{id}/records while sampling the server's RSS
+with psutil. Replay streams from a cursor, so the peak RSS must stay flat from
+the small session to the large one: the ratio printed is measured in this run.
+It also exports the large session to an evidence bundle and verifies it offline,
+with the peak RSS of both commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+import psutil
+
+import hashcore
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.storage.embedded import EmbeddedPostgres  # noqa: E402
+
+SERVICE = (sys.executable, "-m", "service")
+BATCH = 1000
+COPY_ROWS = 50_000
+ZERO = "0" * 64
+COLUMNS = ["tenant_id", "session_id", "seq", "is_seal", "kind", "ts", "hash", "record"]
+Row = tuple[int, uuid.UUID, int, bool, str, str, str, bytes]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- seeding ---------------------------------------------------------------------
+
+
+def event_stream(session_id: str, events: int, signer: hashcore.Signer) -> Iterator[list[Row]]:
+    """Rows of a valid sealed chain, one 1000-event batch (plus its seal) at a time."""
+    sid = uuid.UUID(session_id)
+    prev_hash = prev_seal = ZERO
+    for first in range(0, events, BATCH):
+        batch = []
+        for seq in range(first, min(first + BATCH, events)):
+            event = {
+                "session_id": session_id,
+                "seq": seq,
+                "kind": "tool.call",
+                "ts": f"2026-11-27T10:{seq // 60_000 % 60:02d}:{seq // 1000 % 60:02d}."
+                f"{seq % 1000:03d}Z",
+                "payload": {
+                    "tool": "search",
+                    "call": seq,
+                    "args": {"query": "weather in Zürich tomorrow", "top_k": 5},
+                    "latency_ms": 12.5,
+                    "ok": True,
+                },
+                "prev_hash": prev_hash,
+            }
+            prev_hash = hashcore.sha256_hex(hashcore.canonicalize(orjson.dumps(event)))
+            event["hash"] = prev_hash
+            batch.append(event)
+        checked = hashcore.verify_batch(orjson.dumps({"events": batch}), BATCH)
+        seal = signer.seal(
+            session_id,
+            checked.last_seq,
+            checked.first_seq,
+            prev_seal,
+            checked.last_hash,
+            "2026-11-27T11:00:00.000000Z",
+        )
+        prev_seal = seal.hash
+        rows: list[Row] = [
+            (0, sid, s, False, k, t, h, r)
+            for s, k, t, h, r in zip(
+                checked.seqs,
+                checked.kinds,
+                checked.ts,
+                checked.hashes,
+                checked.records,
+                strict=True,
+            )
+        ]
+        rows.append((0, sid, seal.seq, True, "CHAIN_SEAL", seal.ts, seal.hash, seal.record))
+        yield rows
+
+
+async def seed(url: str, tenant: str, events: int, signer: hashcore.Signer) -> str:
+    """One session of `events` events, sealed every 1000; returns its id."""
+    session_id = str(uuid.uuid4())
+    conn = await asyncpg.connect(url)
+    try:
+        tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", tenant)
+        pending: list[Row] = []
+        seals = 0
+        first_ts = last_ts = head = last_seal = ""
+        last_seal_seq = 0
+        for rows in event_stream(session_id, events, signer):
+            first_ts = first_ts or rows[0][5]
+            last_ts, head = rows[-2][5], rows[-2][6]
+            last_seal_seq, last_seal = rows[-1][2], rows[-1][6]
+            seals += 1
+            pending += [(tenant_id, *row[1:]) for row in rows]
+            if len(pending) >= COPY_ROWS:
+                await conn.copy_records_to_table("records", records=pending, columns=COLUMNS)
+                pending = []
+        if pending:
+            await conn.copy_records_to_table("records", records=pending, columns=COLUMNS)
+        await conn.execute(
+            """INSERT INTO sessions (tenant_id, session_id, next_seq, head_hash, last_seal_seq,
+                                     last_seal_hash, seal_count, first_ts, last_ts)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+            tenant_id,
+            session_id,
+            events,
+            head,
+            last_seal_seq,
+            last_seal,
+            seals,
+            first_ts,
+            last_ts,
+        )
+        await conn.execute("ANALYZE records")
+    finally:
+        await conn.close()
+    return session_id
+
+
+# ---- measuring -------------------------------------------------------------------
+
+
+class PeakRss:
+    """Samples a process's RSS every few milliseconds in a thread."""
+
+    def __init__(self, pid: int, every: float = 0.005) -> None:
+        self._proc = psutil.Process(pid)
+        self._every = every
+        self._stop = threading.Event()
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self._proc.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(self._every)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Replay:
+    records: int
+    size: int
+    seconds: float
+    baseline_rss: int
+    peak_rss: int
+
+
+def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{base}/v1/sessions/{session_id}/records"
+    baseline = psutil.Process(pid).memory_info().rss
+    lines = size = 0
+    with PeakRss(pid) as rss, httpx.Client(timeout=600) as client:
+        started = time.perf_counter()
+        with client.stream("GET", url, headers=headers) as response:
+            response.raise_for_status()
+            for chunk in response.iter_raw(1 << 20):
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+        seconds = time.perf_counter() - started
+    return Replay(lines, size, seconds, baseline, rss.peak)
+
+
+def timed_command(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Run a `python -m service` command; its wall time, peak RSS and output."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [*SERVICE, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    with PeakRss(proc.pid, every=0.02) as rss:
+        out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed:\n{out.decode()}")
+    return time.perf_counter() - started, rss.peak, out.decode().strip().splitlines()[-1]
+
+
+def mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+# ---- the run ---------------------------------------------------------------------
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"serve never became ready:\n{log.read_text()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sessions of 10k and 100k")
+    args = parser.parse_args()
+    sizes = (10_000, 100_000) if args.quick else (10_000, 1_000_000)
+
+    tmp = Path(tempfile.mkdtemp(prefix="replay-bench-"))
+    pg = EmbeddedPostgres(tmp / "pg")
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        url = pg.start()
+        data_dir = tmp / "data"
+        env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = tmp / "serve.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [*SERVICE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_ready(base, server, log)
+        key = subprocess.run(
+            [*SERVICE, "keys", "create", "--tenant", "bench", "--scope", "read"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        # The server's own key, so that its /verify and the export's keys agree.
+        signer = hashcore.Signer.from_pem((data_dir / "seal_key.pem").read_bytes())
+
+        sessions: dict[int, str] = {}
+        for events in sizes:
+            started = time.perf_counter()
+            sessions[events] = asyncio.run(seed(url, "bench", events, signer))
+            print(
+                f"seeded {events:>9,} events (+{events // BATCH:,} seals) "
+                f"in {time.perf_counter() - started:6.1f} s",
+                flush=True,
+            )
+
+        # Warm up (imports, first connection) on the small session.
+        replay(base, key, sessions[sizes[0]], server.pid)
+        results = {}
+        for events in sizes:
+            r = replay(base, key, sessions[events], server.pid)
+            expected = events + events // BATCH
+            if r.records != expected:
+                raise RuntimeError(f"replayed {r.records} records, expected {expected}")
+            results[events] = r
+            print(
+                f"replay {r.records:>9,} records: {r.records / r.seconds:>10,.0f} records/s, "
+                f"{r.size / r.seconds / (1 << 20):6.1f} MiB/s, {r.seconds:6.2f} s; "
+                f"server RSS {mib(r.baseline_rss)} before, peak {mib(r.peak_rss)}",
+                flush=True,
+            )
+        small, large = results[sizes[0]], results[sizes[-1]]
+        print(
+            f"peak RSS ratio {sizes[-1]:,} / {sizes[0]:,}: {large.peak_rss / small.peak_rss:.2f} "
+            f"({large.records / small.records:.0f}x the records)"
+        )
+
+        bundle = tmp / "bundle.ndjson"
+        sid = sessions[sizes[-1]]
+        seconds, peak, _ = timed_command(["export", sid, "--out", str(bundle)], env)
+        print(
+            f"export {large.records:,} records: {large.records / seconds:,.0f} records/s "
+            f"({seconds:.1f} s incl. start-up), peak RSS {mib(peak)}, "
+            f"bundle {mib(bundle.stat().st_size)}"
+        )
+        offline = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+        seconds, peak, last = timed_command(["verify", str(bundle)], offline)
+        print(
+            f"verify {large.records:,} records offline: {large.records / seconds:,.0f} "
+            f"records/s ({seconds:.1f} s incl. start-up), peak RSS {mib(peak)}"
+        )
+        print(f"  {last[:120]}")
+    finally:
+        if server is not None and server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        pg.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
