@@ -199,6 +199,25 @@ async def authenticate(pool: asyncpg.Pool, request: Request) -> tuple[int, str]:
     return row["tenant_id"], key_id
 
 
+# A conventional write: events, seal and head in one statement of a transaction.
+APPEND = """
+WITH appended AS (
+    INSERT INTO records (tenant_id, session_id, seq, is_seal, kind, ts, hash, record)
+    SELECT $1, $2, r.seq, r.is_seal, r.kind, r.ts, r.hash, r.record
+    FROM unnest($3::bigint[], $4::boolean[], $5::text[], $6::text[], $7::text[], $8::bytea[])
+         AS r (seq, is_seal, kind, ts, hash, record)
+)
+INSERT INTO sessions AS s (tenant_id, session_id, next_seq, head_hash, last_seal_seq,
+                           last_seal_hash, seal_count, first_ts, last_ts)
+VALUES ($1, $2, $9, $10, $11, $12, 1, $13, $14)
+ON CONFLICT (tenant_id, session_id) DO UPDATE
+SET next_seq = EXCLUDED.next_seq, head_hash = EXCLUDED.head_hash,
+    last_seal_seq = EXCLUDED.last_seal_seq, last_seal_hash = EXCLUDED.last_seal_hash,
+    seal_count = s.seal_count + 1, first_ts = coalesce(s.first_ts, EXCLUDED.first_ts),
+    last_ts = EXCLUDED.last_ts, updated_at = clock_timestamp()
+"""
+
+
 @app.post("/v1/ingest")
 async def ingest(request: Request) -> Response:
     pool = POOL
@@ -236,7 +255,7 @@ async def commit(
             raise Rejected(409, "chain_fork", f"the stored head is {next_seq} {head_hash}")
         seal, seal_record = make_seal(sid, last_seq, first_seq, last_seal, last_hash)
         await conn.execute(
-            chain_sql.APPEND,
+            APPEND,
             tenant_id,
             sid,
             [*(e["seq"] for e in events), last_seq],

@@ -38,7 +38,7 @@ def _str(name: str) -> str:
 
 
 LOCK_HEAD = _str("_LOCK_HEAD")
-APPEND = _str("_APPEND")
+APPEND_AT_HEAD = _str("_APPEND_AT_HEAD")
 SESSION_HEAD = _NS["SESSION_HEAD"]
 assert isinstance(SESSION_HEAD, int)
 

@@ -22,7 +22,7 @@ from .core import seal_key
 from .core.actors import SessionActors
 from .core.outcomes import Outcome, Unavailable
 from .storage import migrations, signing_keys
-from .storage.chains import Submission, append_batch
+from .storage.chains import Head, Submission, append_batch
 from .storage.database import Database, DatabaseUnavailable, open_database
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Runtime:
         self.verify_limiter = trio.CapacityLimiter(settings.verify_threads)
         self.ready = False
         self._db: Database | None = None
-        self._actors: SessionActors[Submission] | None = None
+        self._actors: SessionActors[Submission, Head] | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -51,7 +51,7 @@ class Runtime:
         return self._db
 
     @property
-    def actors(self) -> SessionActors[Submission]:
+    def actors(self) -> SessionActors[Submission, Head]:
         assert self._actors is not None, "runtime not started"
         return self._actors
 
@@ -102,10 +102,11 @@ class Runtime:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _commit(self, sub: Submission) -> Outcome:
+    async def _commit(self, sub: Submission, known: Head | None) -> tuple[Outcome, Head | None]:
         if not self.ready:
-            return Unavailable("the service is starting: migrations or seal key pending")
+            return Unavailable("the service is starting: migrations or seal key pending"), None
         try:
-            return await append_batch(self.db, sub, self.signer, utc_now)
+            return await append_batch(self.db, sub, self.signer, utc_now, known)
         except DatabaseUnavailable as exc:
-            return Unavailable(str(exc))
+            # The commit may or may not have landed: forget the head, re-read it.
+            return Unavailable(str(exc)), None

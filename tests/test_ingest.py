@@ -12,8 +12,13 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import hashcore
+from service.core.outcomes import Appended, Conflict
+from service.runtime import utc_now
+from service.storage import signing_keys, tenants
+from service.storage.chains import Head, Submission, append_batch
 from service.storage.database import Connection, Database
-from tests.chain import Chain, body_of, event_hash
+from tests.chain import Chain, body_of, event_hash, relink
 from tests.conftest import Server
 
 JSON = {"Content-Type": "application/json"}
@@ -171,3 +176,46 @@ async def test_overlapping_batch_appends_only_the_new_part(
     events = [r["seq"] for r in rows if not r["is_seal"]]
     assert events == list(range(6))
     assert [r["seq"] for r in rows if r["is_seal"]] == [3, 5]
+
+
+async def test_a_stale_remembered_head_falls_back_to_judging_under_the_lock(
+    db: Database, make_key: MakeKey, tmp_path: Any
+) -> None:
+    """The actor's remembered head can be stale (another process wrote): the
+    one-statement write refuses it and the full commit judges the batch."""
+    token = await make_key("acme", "ingest")
+    key_id = token.split("_")[1]
+    row = await tenants.find_key(db, key_id)
+    assert row is not None
+    signer = hashcore.Signer(bytes(range(32)))
+    await signing_keys.register(db, signer.key_id, signer.public_key, activate=True)
+
+    def submission(events: list[dict[str, Any]]) -> Submission:
+        return Submission(row.tenant_id, key_id, hashcore.verify_batch(body_of(events), 1000))
+
+    async def append(events: list[dict[str, Any]], known: Head | None) -> Any:
+        return await append_batch(db, submission(events), signer, utc_now, known)
+
+    chain = Chain()
+    first, h1 = await append(chain.make(3), None)
+    assert isinstance(first, Appended)
+    assert h1 is not None
+    mine = chain.make(3)
+    # Another writer appends seq 3..5 (a different continuation) first.
+    theirs = relink([{**e, "kind": "other.writer"} for e in mine], chain.events[2]["hash"])
+    written, h2 = await append(theirs, None)
+    assert isinstance(written, Appended)
+    assert h2 != h1
+
+    # This process still believes in h1: its batch is refused as a fork, not written.
+    outcome, head = await append(mine, h1)
+    assert isinstance(outcome, Conflict)
+    assert (outcome.code, outcome.index, outcome.next_seq) == ("chain_fork", 0, 6)
+    assert head == h2
+    # Their batch again, through the stale head: recognised as a retry.
+    again, _ = await append(theirs, h1)
+    assert isinstance(again, Appended)
+    assert again.duplicate
+    assert again.seal == written.seal
+    rows = await stored_rows(db, chain.session_id)
+    assert [r["kind"] for r in rows if not r["is_seal"]][3:] == ["other.writer"] * 3

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[int, str]  # (tenant_id, session_id): a session's identity
 J = TypeVar("J")
+S = TypeVar("S")  # what an actor remembers of its session between jobs
 
 
 @dataclass(eq=False)
@@ -32,11 +33,11 @@ class _Job(Generic[J]):
     abandoned: bool = False
 
 
-class SessionActor(Generic[J]):
+class SessionActor(Generic[J, S]):
     def __init__(
         self,
         key: Key,
-        registry: SessionActors[J],
+        registry: SessionActors[J, S],
         inbox: trio.MemorySendChannel[_Job[J]],
         outbox: trio.MemoryReceiveChannel[_Job[J]],
     ) -> None:
@@ -44,6 +45,9 @@ class SessionActor(Generic[J]):
         self._registry = registry
         self.inbox = inbox
         self._jobs = outbox
+        # E.g. the chain head its last commit left: only this actor writes the
+        # session from this process, so it can trust it (and the commit checks).
+        self._state: S | None = None
 
     async def run(self) -> None:
         async with self._jobs:
@@ -75,22 +79,22 @@ class SessionActor(Generic[J]):
                 # The client went away before its turn; its retry will be judged afresh.
                 return
             try:
-                job.outcome = await self._registry.commit(job.payload)
+                job.outcome, self._state = await self._registry.commit(job.payload, self._state)
             except Exception:
                 log.exception("commit failed for session %s", self.key[1])
-                job.outcome = Failed()
+                job.outcome, self._state = Failed(), None
         finally:
             self._registry._job_finished()
             job.done.set()
 
 
-class SessionActors(Generic[J]):
+class SessionActors(Generic[J, S]):
     """The registry: routes each job to its session's actor, starting it if needed."""
 
     def __init__(
         self,
         nursery: trio.Nursery,
-        commit: Callable[[J], Awaitable[Outcome]],
+        commit: Callable[[J, S | None], Awaitable[tuple[Outcome, S | None]]],
         *,
         inbox_size: int,
         max_pending: int,
@@ -101,7 +105,7 @@ class SessionActors(Generic[J]):
         self._inbox_size = inbox_size
         self._max_pending = max_pending
         self.idle_seconds = idle_seconds
-        self._actors: dict[Key, SessionActor[J]] = {}
+        self._actors: dict[Key, SessionActor[J, S]] = {}
         self._pending = 0
         self._closed = False
         self._idle = trio.Event()
@@ -131,7 +135,7 @@ class SessionActors(Generic[J]):
         assert job.outcome is not None
         return job.outcome
 
-    def _spawn(self, key: Key) -> SessionActor[J]:
+    def _spawn(self, key: Key) -> SessionActor[J, S]:
         send, receive = trio.open_memory_channel[_Job[J]](self._inbox_size)
         actor = SessionActor(key, self, send, receive)
         self._actors[key] = actor
@@ -144,7 +148,7 @@ class SessionActors(Generic[J]):
         if self._pending == 0:
             self._idle.set()
 
-    def _retire(self, actor: SessionActor[J]) -> None:
+    def _retire(self, actor: SessionActor[J, S]) -> None:
         if self._actors.get(actor.key) is actor:
             del self._actors[actor.key]
         actor.inbox.close()
