@@ -207,6 +207,25 @@ def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
     return Replay(lines, size, seconds, baseline, rss.peak)
 
 
+async def direct_read(url: str, session_id: str, chunk: int = 2000) -> tuple[int, float]:
+    """The baseline: the same rows read straight from PostgreSQL by asyncpg, with
+    a cursor in chunks as the server does, but no HTTP and no trio."""
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.perf_counter()
+        records = 0
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            cursor = await conn.cursor(
+                "SELECT record FROM records WHERE session_id = $1 ORDER BY seq, is_seal",
+                session_id,
+            )
+            while rows := await cursor.fetch(chunk):
+                records += len(rows)
+        return records, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
 def timed_command(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     """Run a `python -m service` command; its wall time, peak RSS and output."""
     started = time.perf_counter()
@@ -300,10 +319,14 @@ def main() -> None:
             if r.records != expected:
                 raise RuntimeError(f"replayed {r.records} records, expected {expected}")
             results[events] = r
+            direct, direct_seconds = asyncio.run(direct_read(url, sessions[events]))
+            assert direct == expected
             print(
                 f"replay {r.records:>9,} records: {r.records / r.seconds:>10,.0f} records/s, "
                 f"{r.size / r.seconds / (1 << 20):6.1f} MiB/s, {r.seconds:6.2f} s; "
-                f"server RSS {mib(r.baseline_rss)} before, peak {mib(r.peak_rss)}",
+                f"server RSS {mib(r.baseline_rss)} before, peak {mib(r.peak_rss)}\n"
+                f"  baseline, direct asyncpg cursor read: {direct / direct_seconds:>10,.0f} "
+                f"records/s; replay over HTTP = {r.seconds and direct_seconds / r.seconds:.2f}x",
                 flush=True,
             )
         small, large = results[sizes[0]], results[sizes[-1]]
