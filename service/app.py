@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from functools import partial
@@ -48,7 +49,10 @@ class _ShieldedSendConnection(TrioASGIHTTPConnection):
 
 
 def create_app(settings: Settings | None = None) -> QuartTrio:
-    settings = settings or Settings.from_env()
+    if settings is None:
+        # A server process (hypercorn worker): configure it like the CLI did.
+        logs.configure(os.environ.get("LOG_LEVEL", "INFO").upper())
+        settings = Settings.from_env()
     runtime = Runtime(settings)
     stats = metrics.Metrics()
 

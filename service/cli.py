@@ -112,7 +112,9 @@ def serve(host: str, port: int, workers: int, data_dir: Path) -> None:
         config.workers = workers
         config.application_path = "service.app:create_app()"
         config.graceful_timeout = 10
-        config.accesslog = None
+        config.accesslog = None  # ours is service.access, with the request id
+        # A Logger (not "-") makes hypercorn log through the root logger: JSON.
+        config.errorlog = logging.getLogger("hypercorn.error")
         config.keep_alive_timeout = 75
         log.info(
             "serving on http://%s:%d with %d worker(s), seal key %s",

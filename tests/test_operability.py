@@ -1,0 +1,134 @@
+"""Seal-key rotation, metrics across workers, structured logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from service.config import Settings
+from service.storage.database import Database
+from tests.chain import Chain, body_of
+from tests.conftest import spawn_serve, start_server
+from tests.support import assert_verifies, cli
+
+JSON = {"Content-Type": "application/json"}
+MakeKey = Callable[..., Awaitable[str]]
+
+
+async def test_rotated_seal_key_keeps_old_seals_verifiable(
+    db: Database, settings: Settings, database_url: str, make_key: MakeKey
+) -> None:
+    key = await make_key()
+    chain = Chain()
+    key_file = settings.key_file()
+
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, settings)
+        old_key_id = server.runtime.signer.key_id
+        async with server.client(key) as client:
+            first = await client.post("/v1/ingest", content=body_of(chain.make(3)), headers=JSON)
+            assert first.status_code == 200
+        nursery.cancel_scope.cancel()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+    env_file = {"SEAL_KEY_FILE": str(key_file)}
+    rotated = await trio.to_thread.run_sync(
+        lambda: cli_env(database_url, env_file, "keys", "rotate-seal")
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    new_key_id = rotated.stdout.strip()
+    assert new_key_id != old_key_id
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert (key_file.parent / f"seal_key.{old_key_id}.retired.pem").exists()
+
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, settings)
+        assert server.runtime.signer.key_id == new_key_id
+        async with server.client(key) as client:
+            second = await client.post("/v1/ingest", content=body_of(chain.make(3)), headers=JSON)
+            assert second.status_code == 200
+            assert second.json()["seal"]["payload"]["key_id"] == new_key_id
+            assert first.json()["seal"]["payload"]["key_id"] == old_key_id
+            keys = {k["key_id"]: k["active"] for k in (await client.get("/v1/keys")).json()["keys"]}
+            assert keys == {old_key_id: False, new_key_id: True}
+            report = await assert_verifies(client, chain.session_id)
+            assert sorted(report.keys_used) == sorted([old_key_id, new_key_id])
+        nursery.cancel_scope.cancel()
+
+
+def cli_env(database_url: str, env: dict[str, str], *args: str) -> object:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return cli(database_url, *args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def ingest_pids(log: Path) -> set[int]:
+    """Processes that logged an accepted ingest so far."""
+    pids = set()
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["logger"] == "service.access" and entry["path"] == "/v1/ingest":
+            pids.add(entry["pid"])
+    return pids
+
+
+@pytest.mark.slow
+async def test_metrics_add_up_across_workers_and_logs_are_json(
+    db: Database, database_url: str, make_key: MakeKey, tmp_path: Path
+) -> None:
+    key = await make_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    serve = await trio.to_thread.run_sync(
+        lambda: spawn_serve(database_url, tmp_path / "data", workers=2)
+    )
+    try:
+        batches = 0
+        # A new connection each time, until both workers have served some.
+        while batches < 6 or len(ingest_pids(serve.log)) < 2:
+            assert batches < 200, "the kernel never handed a connection to the second worker"
+            async with httpx.AsyncClient(base_url=serve.url, headers=headers) as client:
+                r = await client.post("/v1/ingest", content=body_of(Chain().make(5)), headers=JSON)
+                assert r.status_code == 200, r.text
+                batches += 1
+        async with httpx.AsyncClient(base_url=serve.url, headers=headers) as client:
+            bad = await client.post("/v1/ingest", content=b"{", headers=JSON)
+            assert bad.status_code == 400
+            text = (await client.get("/metrics")).text
+        assert metric(text, "chain_events_accepted_total") == batches * 5
+        assert metric(text, 'chain_batches_total{result="appended"}') == batches
+        assert metric(text, "chain_batch_seconds_count") == batches
+        assert 'code="malformed_json"' in text
+    finally:
+        await trio.to_thread.run_sync(serve.stop)
+
+    access = 0
+    for line in serve.log.read_text().splitlines():
+        entry = json.loads(line)  # every line the server wrote is one JSON object
+        assert {"ts", "level", "logger", "msg", "pid"} <= set(entry)
+        if entry["logger"] == "service.access" and entry["path"] == "/v1/ingest":
+            access += 1
+            assert entry["request_id"]
+            assert entry["status"] in (200, 400)
+    assert access == batches + 1
