@@ -5,13 +5,21 @@ The private half never leaves this module's file handling and is never logged.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import hashcore
 
+log = logging.getLogger(__name__)
+
 
 def load(path: Path) -> hashcore.Signer:
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        log.warning(
+            "seal key file %s is readable by others (mode %o): chmod 600 it", path, mode & 0o777
+        )
     return hashcore.Signer.from_pem(path.read_bytes())
 
 
