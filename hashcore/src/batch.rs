@@ -44,7 +44,7 @@ impl Batch {
         &self.records[start..self.record_ends[i]]
     }
 
-    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+    pub fn records(&self) -> impl ExactSizeIterator<Item = &[u8]> {
         (0..self.count()).map(|i| self.record(i))
     }
 }
@@ -98,7 +98,7 @@ pub fn verify_batch(body: &[u8], max_events: usize) -> Result<Batch, Error> {
 
 fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>> {
     // Payloads (depth 4) are only serialized: keep them as JCS bytes, not trees.
-    let root = json::parse_with(body, true, 4).map_err(from_json_error)?;
+    let (root, canon) = json::parse_shared(body, true, 4).map_err(from_json_error)?;
     let top = root.as_object().ok_or_else(|| {
         fail(
             "schema",
@@ -187,7 +187,6 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
         records: Vec::with_capacity(body.len() + 16 * n),
         record_ends: Vec::with_capacity(n),
     };
-    let mut scratch = Vec::with_capacity(1024);
     let mut first_seq = 0u64;
     let mut prev_hash = [0u8; 32];
     for (i, m) in objects.iter().enumerate() {
@@ -222,9 +221,15 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
                 got: Some(seq.to_string()),
             }));
         }
-        scratch.clear();
-        json::write_members(&mut scratch, &m[1..]);
-        let digest = record::sha256(&scratch);
+        // The record is `{"hash":"<given>",` + the hashed object minus its `{`:
+        // write it once and hash `{` + its tail in place.
+        let rec_start = batch.records.len();
+        batch.records.extend_from_slice(b"{\"hash\":\"");
+        batch.records.extend_from_slice(given_hex.as_bytes());
+        batch.records.extend_from_slice(b"\",");
+        let tail = batch.records.len();
+        json::write_members_tail(&mut batch.records, &m[1..], &canon);
+        let digest = record::sha256_parts(b"{", &batch.records[tail..]);
         let given = hex_decode::<32>(given_hex).unwrap_or_default();
         if digest != given {
             return Err(Box::new(BatchError {
@@ -257,10 +262,7 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
             }));
         }
         prev_hash = digest;
-        batch.records.extend_from_slice(b"{\"hash\":\"");
-        batch.records.extend_from_slice(given_hex.as_bytes());
-        batch.records.extend_from_slice(b"\",");
-        batch.records.extend_from_slice(&scratch[1..]);
+        debug_assert!(batch.records.len() > rec_start);
         batch.record_ends.push(batch.records.len());
         batch.seqs.push(seq);
         batch.kinds.push(text(1).to_owned());

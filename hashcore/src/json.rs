@@ -44,6 +44,14 @@ pub enum Value<'a> {
     /// An array or object below the parser's structural depth, already in
     /// JCS form (see `parse_with`): checked and serialized, not a tree.
     Canon(Vec<u8>),
+    /// Like `Canon`, but the JCS bytes are `buf[start..end]` of the buffer
+    /// returned by `parse_shared` (one buffer for all of them, no allocation
+    /// per container). `object`: the bytes are an object, else an array.
+    CanonAt {
+        start: usize,
+        end: usize,
+        object: bool,
+    },
 }
 
 impl<'a> Value<'a> {
@@ -73,6 +81,7 @@ impl<'a> Value<'a> {
         match self {
             Value::Object(_) => true,
             Value::Canon(b) => b.first() == Some(&b'{'),
+            Value::CanonAt { object, .. } => *object,
             _ => false,
         }
     }
@@ -82,6 +91,8 @@ impl<'a> Value<'a> {
         match self {
             Value::Canon(b) if b.first() == Some(&b'{') => "object",
             Value::Canon(_) => "array",
+            Value::CanonAt { object: true, .. } => "object",
+            Value::CanonAt { .. } => "array",
             Value::Null => "null",
             Value::Bool(_) => "boolean",
             Value::Number(_) => "number",
@@ -155,6 +166,20 @@ pub fn parse_with(
     p.document().map_err(|e| finish_error(*e))
 }
 
+/// Like `parse_with`, but containers at depth >= `canon_depth` become
+/// `Value::CanonAt` spans of the returned buffer instead of `Value::Canon`.
+pub fn parse_shared(
+    input: &[u8],
+    integer_range: bool,
+    canon_depth: usize,
+) -> Result<(Value<'_>, Vec<u8>), JsonError> {
+    let mut p = Parser::new(input, integer_range, canon_depth);
+    p.shared = true;
+    p.out.reserve(input.len());
+    let v = p.document().map_err(|e| finish_error(*e))?;
+    Ok((v, p.out))
+}
+
 /// JSON text -> RFC 8785 bytes.
 pub fn canonicalize(input: &[u8]) -> Result<Vec<u8>, JsonError> {
     let mut p = Parser::new(input, true, 1);
@@ -225,6 +250,8 @@ struct Parser<'a> {
     /// `"name":value` in `out`.
     spans: Vec<(JStr<'a>, usize, usize)>,
     reorder: Vec<u8>,
+    /// Keep every canonical container in `out` (`Value::CanonAt`).
+    shared: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -242,6 +269,7 @@ impl<'a> Parser<'a> {
             out: Vec::new(),
             spans: Vec::new(),
             reorder: Vec::new(),
+            shared: false,
         }
     }
 
@@ -314,6 +342,15 @@ impl<'a> Parser<'a> {
         let v = match self.peek() {
             Some(b'"') => Value::Str(self.string()?),
             Some(b'-' | b'0'..=b'9') => Value::Number(self.number()?),
+            Some(c @ (b'{' | b'[')) if depth + 1 >= self.canon_depth && self.shared => {
+                let start = self.out.len();
+                self.emit(depth)?;
+                Value::CanonAt {
+                    start,
+                    end: self.out.len(),
+                    object: c == b'{',
+                }
+            }
             Some(b'{' | b'[') if depth + 1 >= self.canon_depth => {
                 self.out.clear();
                 self.emit(depth)?;
@@ -448,14 +485,8 @@ impl<'a> Parser<'a> {
     /// Parses a value and appends its JCS form to `out`.
     fn emit(&mut self, depth: usize) -> PResult<()> {
         match self.peek() {
-            Some(b'"') => {
-                let s = self.string()?;
-                write_jstr(&mut self.out, &s);
-            }
-            Some(b'-' | b'0'..=b'9') => {
-                let n = self.number()?;
-                number::write_f64(&mut self.out, n);
-            }
+            Some(b'"') => self.emit_string()?,
+            Some(b'-' | b'0'..=b'9') => self.emit_number()?,
             Some(b'{') => return self.emit_object(depth + 1),
             Some(b'[') => return self.emit_array(depth + 1),
             Some(b't') => self.emit_word(b"true")?,
@@ -609,6 +640,107 @@ impl<'a> Parser<'a> {
         }
         self.spans.truncate(base);
         self.out.push(b'}');
+        Ok(())
+    }
+
+    /// Parses a string and appends its JCS form; `pos` is at the opening quote.
+    #[inline]
+    fn emit_string(&mut self) -> PResult<()> {
+        let start = self.pos + 1;
+        let i = scan_string(self.s, start);
+        if self.s.get(i) == Some(&b'"') {
+            self.utf8(start, i)?;
+            // No escapes: the quoted text is already in JCS form.
+            self.out.extend_from_slice(&self.s[self.pos..=i]);
+            self.pos = i + 1;
+            return Ok(());
+        }
+        let s = self.string()?;
+        write_jstr(&mut self.out, &s);
+        Ok(())
+    }
+
+    /// Parses a number and appends its JCS form.
+    ///
+    /// A literal in plain notation with at most 15 significant digits, no
+    /// trailing fraction zeros and a magnitude in ECMAScript's plain range is
+    /// copied verbatim: any decimal of <= 15 significant digits is the unique
+    /// shortest decimal that rounds to its double (DBL_DIG = 15), which is
+    /// what `Number::toString` writes, in that same notation. Other plain
+    /// fractions are read in the same pass when Clinger's fast path applies;
+    /// everything else goes through `number`.
+    #[inline]
+    fn emit_number(&mut self) -> PResult<()> {
+        let start = self.pos;
+        let s = self.s;
+        let negative = s.get(start) == Some(&b'-');
+        let int_start = start + usize::from(negative);
+        let mut i = int_start;
+        // Up to 19 digits fit a u64; `ndigits` counts all of them.
+        let mut m: u64 = 0;
+        while let Some(&d @ b'0'..=b'9') = s.get(i) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            i += 1;
+        }
+        let int_len = i - int_start;
+        if int_len == 0
+            || (int_len > 1 && s[int_start] == b'0')
+            || s.get(i) != Some(&b'.')
+            || int_len > 15
+        {
+            // Integers, exponents, long or malformed literals.
+            if (1..=15).contains(&int_len)
+                && (int_len == 1 || s[int_start] != b'0')
+                && !matches!(s.get(i), Some(b'e' | b'E' | b'.'))
+                && !(negative && m == 0)
+            {
+                self.out.extend_from_slice(&s[start..i]);
+                self.pos = i;
+                return Ok(());
+            }
+            return self.emit_number_slow();
+        }
+        let frac_start = i + 1;
+        let mut j = frac_start;
+        while let Some(&d @ b'0'..=b'9') = s.get(j) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            j += 1;
+        }
+        let frac = &s[frac_start..j];
+        if frac.is_empty() || matches!(s.get(j), Some(b'e' | b'E')) {
+            return self.emit_number_slow();
+        }
+        let int_zero = s[int_start] == b'0';
+        // Significant digits: leading zeros of `0.000d` do not count.
+        let lead = if int_zero {
+            frac.iter().take_while(|&&d| d == b'0').count()
+        } else {
+            0
+        };
+        let sig = if int_zero {
+            frac.len() - lead
+        } else {
+            int_len + frac.len()
+        };
+        if frac.last() != Some(&b'0') && sig <= 15 && lead <= 5 {
+            self.out.extend_from_slice(&s[start..j]);
+            self.pos = j;
+            return Ok(());
+        }
+        // `sig <= 19` means `m` did not wrap (leading zeros add nothing).
+        if sig <= 19 && m <= 1 << 53 && frac.len() < number::POW10.len() {
+            let f = m as f64 / number::POW10[frac.len()];
+            self.pos = j;
+            number::write_f64(&mut self.out, if negative { -f } else { f });
+            return Ok(());
+        }
+        self.emit_number_slow()
+    }
+
+    #[inline(never)]
+    fn emit_number_slow(&mut self) -> PResult<()> {
+        let n = self.number()?;
+        number::write_f64(&mut self.out, n);
         Ok(())
     }
 
@@ -842,6 +974,11 @@ fn sort_members(members: &mut [(JStr<'_>, Value<'_>)]) -> Result<(), String> {
 
 /// Appends the JCS form of `v`.
 pub fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
+    write_value_in(out, v, &[]);
+}
+
+/// Appends the JCS form of `v`; `Value::CanonAt` spans refer to `canon`.
+pub fn write_value_in(out: &mut Vec<u8>, v: &Value<'_>, canon: &[u8]) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -854,25 +991,38 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(out, item);
+                write_value_in(out, item, canon);
             }
             out.push(b']');
         }
-        Value::Object(members) => write_members(out, members),
+        Value::Object(members) => write_members_in(out, members, canon),
         Value::Canon(bytes) => out.extend_from_slice(bytes),
+        Value::CanonAt { start, end, .. } => {
+            out.extend_from_slice(canon.get(*start..*end).unwrap_or_default())
+        }
     }
 }
 
 /// Appends `{...}` with the given (already sorted) members.
 pub fn write_members(out: &mut Vec<u8>, members: &[(JStr<'_>, Value<'_>)]) {
+    write_members_in(out, members, &[]);
+}
+
+/// `write_members` where `Value::CanonAt` spans refer to `canon`.
+pub fn write_members_in(out: &mut Vec<u8>, members: &[(JStr<'_>, Value<'_>)], canon: &[u8]) {
     out.push(b'{');
+    write_members_tail(out, members, canon);
+}
+
+/// Appends the members and the closing brace, without the opening brace.
+pub fn write_members_tail(out: &mut Vec<u8>, members: &[(JStr<'_>, Value<'_>)], canon: &[u8]) {
     for (i, (k, v)) in members.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         write_jstr(out, k);
         out.push(b':');
-        write_value(out, v);
+        write_value_in(out, v, canon);
     }
     out.push(b'}');
 }

@@ -156,9 +156,12 @@ impl PyBatch {
     }
     #[getter]
     fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items: Vec<Bound<'py, PyBytes>> =
-            self.inner.records().map(|r| PyBytes::new(py, r)).collect();
-        cached_list(py, &self.records, items)
+        // Built lazily: a cached list costs no new bytes objects.
+        cached_list(
+            py,
+            &self.records,
+            self.inner.records().map(|r| PyBytes::new(py, r)),
+        )
     }
     fn __len__(&self) -> usize {
         self.inner.count()

@@ -64,6 +64,15 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// SHA-256 of `a` followed by `b`.
+pub fn sha256_parts(a: &[u8], b: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(a)
+        .chain_update(b)
+        .finalize()
+        .into()
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 pub fn hex_encode(bytes: &[u8]) -> String {
@@ -81,30 +90,56 @@ pub fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
     if b.len() != 2 * N {
         return None;
     }
-    let nib = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (nib(b[2 * i])? << 4) | nib(b[2 * i + 1])?;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 15);
     }
-    Some(out)
+    (bad & INVALID == 0).then_some(out)
+}
+
+/// Marks a byte that is not a lowercase hex digit in `NIBBLE`.
+const INVALID: u8 = 0x10;
+
+/// The value of each lowercase hex digit; `INVALID` for other bytes.
+static NIBBLE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn all_lower_hex(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |acc, &c| acc | NIBBLE[usize::from(c)]) & INVALID == 0
 }
 
 pub fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    s.len() == len && all_lower_hex(s.as_bytes())
 }
 
 /// Lowercase hyphenated UUID, 8-4-4-4-12.
 pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => matches!(c, b'0'..=b'9' | b'a'..=b'f'),
-        })
+        && b[8] == b'-'
+        && b[13] == b'-'
+        && b[18] == b'-'
+        && b[23] == b'-'
+        && all_lower_hex(&b[..8])
+        && all_lower_hex(&b[9..13])
+        && all_lower_hex(&b[14..18])
+        && all_lower_hex(&b[19..23])
+        && all_lower_hex(&b[24..])
 }
 
 /// 1-128 chars of `[A-Za-z0-9_.:/-]`.
@@ -214,7 +249,14 @@ pub fn check_fields(
     members: &[(JStr<'_>, Value<'_>)],
     allow_seal_kind: bool,
 ) -> Result<(), ShapeError> {
-    let field = |name: &str| crate::json::get(members, name);
+    // At most eight members: a linear scan by equality beats a binary
+    // search by UTF-16 order.
+    let field = |name: &str| {
+        members
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v)
+    };
     for name in CHECK_ORDER {
         let Some(v) = field(name) else {
             return Err(ShapeError::schema(name, format!("missing member {name:?}")));
