@@ -99,7 +99,7 @@ async def test_commit_returns_what_the_work_returned(db: Database) -> None:
     )
 
 
-async def test_unreachable_database_is_unavailable(tmp_path: object) -> None:
+async def test_unreachable_database_is_unavailable() -> None:
     settings = PoolSettings("postgresql://postgres@/postgres?host=/nonexistent-dir", deadline=5)
     async with open_database(settings) as db:
         with pytest.raises(DatabaseUnavailable):
