@@ -10,9 +10,8 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import click
 import trio
@@ -20,7 +19,7 @@ from hypercorn.config import Config
 
 from . import logs
 from .core import credentials, evidence, seal_key
-from .storage import migrations, sessions, signing_keys, tenants
+from .storage import migrations, signing_keys, tenants
 from .storage.database import Database, PoolSettings, open_database
 from .storage.embedded import EmbeddedPostgres
 
@@ -250,7 +249,6 @@ def keys_rotate_seal(data_dir: Path) -> None:
 
 
 # Rows per cursor round trip while exporting: a few MiB of records at a time.
-_EXPORT_CHUNK = 5000
 
 
 @main.command()
@@ -276,7 +274,7 @@ def export(session_id: str, out_path: Path, tenant: str | None, data_dir: Path) 
         with database_url(data_dir) as url, partial.open("wb") as out:
 
             async def work(db: Database) -> evidence.BundleHeader | str:
-                return await _export(db, sid, tenant, out, progress)
+                return await evidence.export(db, sid, tenant, out, progress)
 
             outcome = with_database(url, work)
             out.flush()
@@ -291,51 +289,6 @@ def export(session_id: str, out_path: Path, tenant: str | None, data_dir: Path) 
         f"{outcome.seals:,} seals) of session {sid} (tenant {outcome.tenant}) to {out_path}",
         err=True,
     )
-
-
-async def _export(
-    db: Database,
-    session_id: str,
-    tenant: str | None,
-    out: IO[bytes],
-    progress: evidence.Progress,
-) -> evidence.BundleHeader | str:
-    """The bundle's header and records, or why there is none."""
-    holders = await sessions.tenants_holding(db, session_id)
-    chosen = [h for h in holders if tenant is None or h[1] == tenant]
-    if not chosen:
-        under = f" under tenant {tenant}" if tenant else ""
-        return f"no session {session_id}{under}"
-    if len(chosen) > 1:
-        names = ", ".join(name for _, name in chosen)
-        return f"session {session_id} exists under several tenants ({names}): pass --tenant"
-    tenant_id, tenant_name = chosen[0]
-    head = await sessions.head(db, tenant_id, session_id)
-    if head is None:
-        return f"no session {session_id} under tenant {tenant_name}"
-    keys, missing = await sessions.seal_keys(db, tenant_id, session_id, head.next_seq)
-    if missing:
-        log.warning("no public key stored for %s: its seals will not verify", ", ".join(missing))
-    header = evidence.BundleHeader(
-        session_id=session_id,
-        tenant=tenant_name,
-        exported_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        keys=tuple(evidence.BundleKey(k.key_id, k.public_key) for k in keys),
-        events=head.next_seq,
-        seals=head.seal_count,
-        head_hash=head.head_hash,
-    )
-    total = head.next_seq + head.seal_count
-    writer = evidence.BundleWriter(out, header)
-    async with db.cursor(
-        sessions.CHAIN, tenant_id, session_id, head.next_seq, chunk=_EXPORT_CHUNK
-    ) as fetch:
-        while rows := await fetch():
-            writer.write([row[0] for row in rows])
-            progress(writer.records, writer.records, total)
-    if writer.records != total:
-        return f"read {writer.records} records where the head announces {total}"
-    return header
 
 
 @main.command("verify")

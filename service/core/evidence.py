@@ -1,6 +1,6 @@
 """The evidence bundle: its format, and its offline check (PROTOCOL §6).
 
-One file: a JSON header line naming the session and the public keys that signed
+`export` reads a session from storage into one file: a JSON header line naming the session and the public keys that signed
 its seals, then the session's records, one a line, exactly as replay returns
 them. Checking it needs no database and no network, reads the file in chunks
 (bounded memory whatever the session's length) and names the first record that
@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import hashcore
+
+from ..storage import sessions
+from ..storage.database import Database
+
+log = logging.getLogger(__name__)
 
 FORMAT = "agent-chain-evidence/1"
 # A header is a few hundred bytes per key; anything far beyond is not one.
@@ -339,3 +346,54 @@ class ProgressPrinter:
         self._next = now + self._every
         share = 100 * done / total if total else 100.0
         self._out(f"{self._verb} {records:,} records ({share:.0f}%)")
+
+
+_EXPORT_CHUNK = 5000
+
+
+async def export(
+    db: Database,
+    session_id: str,
+    tenant: str | None,
+    out: IO[bytes],
+    progress: Progress,
+) -> BundleHeader | str:
+    """Write the session's bundle to `out`: its header, or why there is none.
+
+    Reads the head, then the chain up to that head through a cursor in chunks,
+    so memory does not grow with the session's length."""
+    holders = await sessions.tenants_holding(db, session_id)
+    chosen = [h for h in holders if tenant is None or h[1] == tenant]
+    if not chosen:
+        under = f" under tenant {tenant}" if tenant else ""
+        return f"no session {session_id}{under}"
+    if len(chosen) > 1:
+        names = ", ".join(name for _, name in chosen)
+        return f"session {session_id} exists under several tenants ({names}): pass --tenant"
+    tenant_id, tenant_name = chosen[0]
+    head = await sessions.head(db, tenant_id, session_id)
+    if head is None:
+        return f"no session {session_id} under tenant {tenant_name}"
+    keys, missing = await sessions.seal_keys(db, tenant_id, session_id, head.next_seq)
+    if missing:
+        log.warning("no public key stored for %s: its seals will not verify", ", ".join(missing))
+    header = BundleHeader(
+        session_id=session_id,
+        tenant=tenant_name,
+        exported_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        keys=tuple(BundleKey(k.key_id, k.public_key) for k in keys),
+        events=head.next_seq,
+        seals=head.seal_count,
+        head_hash=head.head_hash,
+    )
+    total = head.next_seq + head.seal_count
+    writer = BundleWriter(out, header)
+    async with db.cursor(
+        sessions.CHAIN, tenant_id, session_id, head.next_seq, chunk=_EXPORT_CHUNK
+    ) as fetch:
+        while rows := await fetch():
+            writer.write([row[0] for row in rows])
+            progress(writer.records, writer.records, total)
+    if writer.records != total:
+        return f"read {writer.records} records where the head announces {total}"
+    return header
