@@ -1,10 +1,10 @@
-"""The evidence bundle: its format, and its offline check (PROTOCOL §6).
+"""The evidence bundle: its format, its export, and its offline check (PROTOCOL §6).
 
-`export` reads a session from storage into one file: a JSON header line naming the session and the public keys that signed
+One file: a JSON header line naming the session and the public keys that signed
 its seals, then the session's records, one a line, exactly as replay returns
-them. Checking it needs no database and no network, reads the file in chunks
-(bounded memory whatever the session's length) and names the first record that
-does not hold.
+them. `export` writes it from storage through a cursor; checking it needs no
+database and no network, reads the file in chunks (bounded memory whatever the
+session's length) and names the first record that does not hold.
 """
 
 from __future__ import annotations
