@@ -19,6 +19,7 @@ from hypercorn.config import Config
 
 from . import logs
 from .core import credentials, evidence, seal_key
+from .runtime import prepare_storage
 from .storage import migrations, signing_keys, tenants
 from .storage.database import Database, PoolSettings, open_database
 from .storage.embedded import EmbeddedPostgres
@@ -92,12 +93,8 @@ def serve(host: str, port: int, workers: int, data_dir: Path) -> None:
     with database_url(data_dir) as url:
         os.environ["DATABASE_URL"] = url
         signer = seal_key.load_or_create(key_file)
-
-        async def prepare(db: Database) -> None:
-            await migrations.migrate(db)
-            await signing_keys.register(db, signer.key_id, signer.public_key, activate=False)
-
-        with_database(url, prepare)
+        # Fail here, once, rather than in every worker.
+        with_database(url, lambda db: prepare_storage(db, signer))
         if workers > 1:
             metrics_dir = data_dir / f"metrics-{os.getpid()}"
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -231,12 +228,7 @@ def keys_rotate_seal(data_dir: Path) -> None:
     with database_url(data_dir) as url:
         if key_file.exists():
             old = seal_key.load(key_file)
-
-            async def keep_old(db: Database) -> None:
-                await migrations.migrate(db)
-                await signing_keys.register(db, old.key_id, old.public_key, activate=False)
-
-            with_database(url, keep_old)
+            with_database(url, lambda db: prepare_storage(db, old))
         signer, kept = seal_key.rotate(key_file)
 
         async def activate(db: Database) -> None:

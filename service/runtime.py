@@ -33,6 +33,13 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+async def prepare_storage(db: Database, signer: hashcore.Signer) -> None:
+    """What a server needs before its first commit: the schema current, and its
+    seal key's public half recorded (kept inactive if another key is active)."""
+    await migrations.migrate(db)
+    await signing_keys.register(db, signer.key_id, signer.public_key, activate=False)
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -91,10 +98,7 @@ class Runtime:
         delay = 0.1
         while not self.ready:
             try:
-                await migrations.migrate(self.db)
-                await signing_keys.register(
-                    self.db, self.signer.key_id, self.signer.public_key, activate=False
-                )
+                await prepare_storage(self.db, self.signer)
                 self.ready = True
                 log.info("ready; seal key %s", self.signer.key_id)
             except DatabaseUnavailable as exc:

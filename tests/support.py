@@ -121,9 +121,11 @@ async def assert_verifies(client: httpx.AsyncClient, session_id: str) -> hashcor
     return report
 
 
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m service <args>` against `database_url`, as an operator runs it."""
-    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
         cwd=ROOT,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,9 +37,8 @@ async def test_rotated_seal_key_keeps_old_seals_verifiable(
         nursery.cancel_scope.cancel()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
-    env_file = {"SEAL_KEY_FILE": str(key_file)}
     rotated = await trio.to_thread.run_sync(
-        lambda: cli_env(database_url, env_file, "keys", "rotate-seal")
+        lambda: cli(database_url, "keys", "rotate-seal", env={"SEAL_KEY_FILE": str(key_file)})
     )
     assert rotated.returncode == 0, rotated.stderr
     new_key_id = rotated.stdout.strip()
@@ -61,19 +59,6 @@ async def test_rotated_seal_key_keeps_old_seals_verifiable(
             report = await assert_verifies(client, chain.session_id)
             assert sorted(report.keys_used) == sorted([old_key_id, new_key_id])
         nursery.cancel_scope.cancel()
-
-
-def cli_env(database_url: str, env: dict[str, str], *args: str) -> object:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return cli(database_url, *args)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def metric(text: str, name: str) -> float:
