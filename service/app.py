@@ -16,10 +16,11 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from . import logs
-from .api import health, ingest, keys, metrics, openapi, sessions
-from .api.problems import problem
+from .api import health, ingest, metrics, openapi, seal_keys, sessions
+from .api.problems import problem, unavailable
 from .config import Settings
 from .runtime import Runtime
+from .storage.database import DatabaseUnavailable
 
 access_log = logging.getLogger("service.access")
 
@@ -48,11 +49,14 @@ class _ShieldedSendConnection(TrioASGIHTTPConnection):
         await super().__call__(receive, shielded)
 
 
-def create_app(settings: Settings | None = None) -> QuartTrio:
-    if settings is None:
-        # A server process (hypercorn worker): configure it like the CLI did.
-        logs.configure(os.environ.get("LOG_LEVEL", "INFO").upper())
-        settings = Settings.from_env()
+def create_app_from_env() -> QuartTrio:
+    """The hypercorn entry point of a worker process (`service.app:create_app_from_env()`):
+    the CLI wrote its settings to the environment; log as it does."""
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO").upper())
+    return create_app(Settings.from_env())
+
+
+def create_app(settings: Settings) -> QuartTrio:
     runtime = Runtime(settings)
     stats = metrics.Metrics()
 
@@ -64,7 +68,7 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
 
     for bp in (
         health.routes(runtime),
-        keys.routes(runtime),
+        seal_keys.routes(runtime),
         ingest.routes(runtime, stats),
         sessions.routes(runtime),
         metrics.routes(runtime, stats),
@@ -134,6 +138,10 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
             status, "bad_request" if status < 500 else "internal"
         )
         return problem(status, code, err.description or err.name)
+
+    @app.errorhandler(DatabaseUnavailable)
+    async def database_unavailable(err: DatabaseUnavailable) -> Response:
+        return unavailable(str(err), settings.retry_after_seconds)
 
     @app.errorhandler(Exception)
     async def crash(err: Exception) -> Response:

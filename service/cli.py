@@ -7,25 +7,25 @@ import os
 import shutil
 import signal
 import sys
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import click
 import trio
 from hypercorn.config import Config
 
 from . import logs
-from .core import credentials, evidence, seal_key
+from .core import audit, credentials, export, seal_key
+from .core.bundle import BundleHeader
 from .runtime import prepare_storage
-from .storage import migrations, signing_keys, tenants
-from .storage.database import Database, PoolSettings, open_database
+from .storage import migrations, seal_keys, tenants
+from .storage.database import Database, with_database
 from .storage.embedded import EmbeddedPostgres
 
 log = logging.getLogger("service")
-T = TypeVar("T")
 
 _data_dir_option = click.option(
     "--data-dir",
@@ -54,12 +54,26 @@ def database_url(data_dir: Path) -> Iterator[str]:
             server.stop()
 
 
-def with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with open_database(PoolSettings(url, max_size=2, deadline=60)) as db:
-            return await work(db)
+class ProgressPrinter:
+    """A progress callback that prints at most once per `every` seconds."""
 
-    return trio.run(main)
+    def __init__(self, out: Callable[[str], None], verb: str, every: float = 1.0) -> None:
+        self._out = out
+        self._verb = verb
+        self._every = every
+        self._next = time.monotonic() + every
+
+    def __call__(self, records: int, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._every
+        share = 100 * done / total if total else 100.0
+        self._out(f"{self._verb} {records:,} records ({share:.0f}%)")
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @click.group()
@@ -106,7 +120,7 @@ def serve(host: str, port: int, workers: int, data_dir: Path) -> None:
         config.worker_class = "trio"
         # One worker serves in this process; N > 1 spawns N sharing one socket.
         config.workers = workers
-        config.application_path = "service.app:create_app()"
+        config.application_path = "service.app:create_app_from_env()"
         config.graceful_timeout = 10
         config.accesslog = None  # ours is service.access, with the request id
         # A Logger (not "-") makes hypercorn log through the root logger: JSON.
@@ -132,6 +146,7 @@ async def _serve_here(config: Config) -> int:
     from hypercorn.trio import serve
 
     from .app import create_app
+    from .config import Settings
 
     async def signalled() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -139,7 +154,7 @@ async def _serve_here(config: Config) -> int:
                 log.info("received %s; shutting down", signal.Signals(signum).name)
                 return
 
-    await serve(create_app(), config, shutdown_trigger=signalled)
+    await serve(create_app(Settings.from_env()), config, shutdown_trigger=signalled)
     return 0
 
 
@@ -169,16 +184,16 @@ def keys() -> None:
 @_data_dir_option
 def keys_create(tenant: str, scopes: tuple[str, ...], data_dir: Path) -> None:
     """Create an API key; prints the key alone on stdout (it is shown only once)."""
-    key = credentials.new_key()
+    api_key = credentials.new_api_key()
     scope_set = frozenset(credentials.Scope(s) for s in scopes)
 
     async def work(db: Database) -> None:
         await migrations.migrate(db)
-        await tenants.create_key(db, tenant, scope_set, key)
+        await tenants.create_api_key(db, tenant, scope_set, api_key.api_key_id, api_key.secret_hash)
 
     with database_url(data_dir) as url:
         with_database(url, work)
-    click.echo(key.token)
+    click.echo(api_key.token)
 
 
 @keys.command("list")
@@ -187,15 +202,15 @@ def keys_create(tenant: str, scopes: tuple[str, ...], data_dir: Path) -> None:
 def keys_list(tenant: str | None, data_dir: Path) -> None:
     """List API keys (never their secrets)."""
 
-    async def work(db: Database) -> list[tenants.KeyRow]:
-        return await tenants.list_keys(db, tenant)
+    async def work(db: Database) -> list[tenants.ApiKeyRow]:
+        return await tenants.list_api_keys(db, tenant)
 
     with database_url(data_dir) as url:
         rows = with_database(url, work)
     for row in rows:
         state = f"revoked {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if row.revoked_at else "active"
         click.echo(
-            f"{row.key_id}\t{row.tenant}\t{','.join(sorted(row.scopes))}\t"
+            f"{row.api_key_id}\t{row.tenant}\t{','.join(sorted(row.scopes))}\t"
             f"{row.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}"
         )
 
@@ -206,15 +221,15 @@ def keys_list(tenant: str | None, data_dir: Path) -> None:
 def keys_revoke(key_id: str, data_dir: Path) -> None:
     """Revoke an API key by its id (the 16 hex chars after 'csk_')."""
     parsed = credentials.parse_token(key_id)
-    key_id = parsed[0] if parsed else key_id
+    api_key_id = parsed[0] if parsed else key_id
 
     async def work(db: Database) -> bool:
-        return await tenants.revoke_key(db, key_id)
+        return await tenants.revoke_api_key(db, api_key_id)
 
     with database_url(data_dir) as url:
         if not with_database(url, work):
-            raise click.ClickException(f"no active key {key_id}")
-    click.echo(f"revoked {key_id}", err=True)
+            raise click.ClickException(f"no active key {api_key_id}")
+    click.echo(f"revoked {api_key_id}", err=True)
 
 
 @keys.command("rotate-seal")
@@ -232,7 +247,7 @@ def keys_rotate_seal(data_dir: Path) -> None:
         signer, kept = seal_key.rotate(key_file)
 
         async def activate(db: Database) -> None:
-            await signing_keys.register(db, signer.key_id, signer.public_key, activate=True)
+            await seal_keys.register(db, signer.key_id, signer.public_key, activate=True)
 
         with_database(url, activate)
     if kept:
@@ -240,10 +255,7 @@ def keys_rotate_seal(data_dir: Path) -> None:
     click.echo(signer.key_id)
 
 
-# Rows per cursor round trip while exporting: a few MiB of records at a time.
-
-
-@main.command()
+@main.command("export")
 @click.argument("session_id")
 @click.option(
     "--out",
@@ -254,19 +266,19 @@ def keys_rotate_seal(data_dir: Path) -> None:
 )
 @click.option("--tenant", default=None, help="Tenant name, when the id exists under several.")
 @_data_dir_option
-def export(session_id: str, out_path: Path, tenant: str | None, data_dir: Path) -> None:
+def export_bundle(session_id: str, out_path: Path, tenant: str | None, data_dir: Path) -> None:
     """Write a session's evidence bundle: its records and the keys that signed its seals."""
     try:
         sid = str(uuid.UUID(session_id))
     except ValueError:
         raise click.BadParameter("not a UUID", param_hint="SESSION_ID") from None
     partial = out_path.with_name(f"{out_path.name}.partial")
-    progress = evidence.ProgressPrinter(lambda m: click.echo(m, err=True), "exported")
+    progress = ProgressPrinter(_stderr, "exported")
     try:
         with database_url(data_dir) as url, partial.open("wb") as out:
 
-            async def work(db: Database) -> evidence.BundleHeader | str:
-                return await evidence.export(db, sid, tenant, out, progress)
+            async def work(db: Database) -> BundleHeader | str:
+                return await export.export(db, sid, tenant, out, progress)
 
             outcome = with_database(url, work)
             out.flush()
@@ -291,7 +303,6 @@ def verify_bundle(bundle: Path) -> None:
     Prints what was checked, or the first record that does not hold; exits 0
     only when every record, link, seal and signature holds.
     """
-    progress = evidence.ProgressPrinter(lambda m: click.echo(m, err=True), "verified")
-    report = evidence.verify_bundle(bundle, progress=progress)
+    report = audit.verify_bundle(bundle, progress=ProgressPrinter(_stderr, "verified"))
     click.echo(report.text())
     sys.exit(0 if report.ok else 1)

@@ -20,9 +20,9 @@ import hashcore
 from .config import Settings
 from .core import seal_key
 from .core.actors import SessionActors
+from .core.commit import ChainHead, Submission, append_batch
 from .core.outcomes import Outcome, Unavailable
-from .storage import migrations, signing_keys
-from .storage.chains import Head, Submission, append_batch
+from .storage import migrations, seal_keys
 from .storage.database import Database, DatabaseUnavailable, open_database
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ async def prepare_storage(db: Database, signer: hashcore.Signer) -> None:
     """What a server needs before its first commit: the schema current, and its
     seal key's public half recorded (kept inactive if another key is active)."""
     await migrations.migrate(db)
-    await signing_keys.register(db, signer.key_id, signer.public_key, activate=False)
+    await seal_keys.register(db, signer.key_id, signer.public_key, activate=False)
 
 
 class Runtime:
@@ -47,7 +47,7 @@ class Runtime:
         self.verify_limiter = trio.CapacityLimiter(settings.verify_threads)
         self.ready = False
         self._db: Database | None = None
-        self._actors: SessionActors[Submission, Head] | None = None
+        self._actors: SessionActors[Submission, ChainHead] | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -58,7 +58,7 @@ class Runtime:
         return self._db
 
     @property
-    def actors(self) -> SessionActors[Submission, Head]:
+    def actors(self) -> SessionActors[Submission, ChainHead]:
         assert self._actors is not None, "runtime not started"
         return self._actors
 
@@ -106,7 +106,9 @@ class Runtime:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _commit(self, sub: Submission, known: Head | None) -> tuple[Outcome, Head | None]:
+    async def _commit(
+        self, sub: Submission, known: ChainHead | None
+    ) -> tuple[Outcome, ChainHead | None]:
         if not self.ready:
             return Unavailable("the service is starting: migrations or seal key pending"), None
         try:

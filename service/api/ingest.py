@@ -10,13 +10,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 import hashcore
 
-from ..core.credentials import Scope
+from ..core.commit import Submission
+from ..core.credentials import Principal, Scope
 from ..core.outcomes import Appended, Conflict, Failed, KeyRevoked, Overloaded, Unavailable
 from ..runtime import Runtime
-from ..storage.chains import Submission
-from .auth import KeyCache, authenticate, unauthenticated, unavailable
+from .auth import ApiKeyCache, requires
 from .metrics import Metrics
-from .problems import problem
+from .problems import problem, unauthenticated, unavailable
 from .responses import json_response
 
 # Below this size hashcore keeps the GIL and finishes in microseconds: a thread
@@ -27,7 +27,7 @@ _INLINE_BYTES = 16 * 1024
 def routes(runtime: Runtime, metrics: Metrics) -> Blueprint:
     bp = Blueprint("ingest", __name__)
     settings = runtime.settings
-    keys = KeyCache(ttl=settings.key_cache_seconds)
+    api_keys = ApiKeyCache(ttl=settings.key_cache_seconds)
 
     async def verify(body: bytes) -> hashcore.Batch:
         if len(body) <= _INLINE_BYTES:
@@ -37,10 +37,8 @@ def routes(runtime: Runtime, metrics: Metrics) -> Blueprint:
         )
 
     @bp.post("/v1/ingest")
-    async def ingest() -> Response:
-        principal = await authenticate(runtime, Scope.INGEST, keys)
-        if isinstance(principal, Response):
-            return principal
+    @requires(runtime, Scope.INGEST, api_keys)
+    async def ingest(principal: Principal) -> Response:
         if request.mimetype != "application/json":
             return problem(
                 415,
@@ -65,10 +63,10 @@ def routes(runtime: Runtime, metrics: Metrics) -> Blueprint:
                 got=err.got,
             )
 
-        key = (principal.tenant_id, batch.session_id)
         with metrics.batch_seconds.time():
             outcome = await runtime.actors.submit(
-                key, Submission(principal.tenant_id, principal.key_id, batch)
+                (principal.tenant_id, batch.session_id),
+                Submission(principal.tenant_id, principal.api_key_id, batch),
             )
         match outcome:
             case Appended():
@@ -101,7 +99,9 @@ def routes(runtime: Runtime, metrics: Metrics) -> Blueprint:
                     headers={"Retry-After": str(settings.retry_after_seconds)},
                 )
             case Unavailable():
-                return unavailable(runtime, f"{outcome.reason}; nothing was stored")
+                return unavailable(
+                    f"{outcome.reason}; nothing was stored", settings.retry_after_seconds
+                )
             case KeyRevoked():
                 return unauthenticated("the API key was revoked")
             case Failed():

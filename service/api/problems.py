@@ -32,6 +32,12 @@ TITLES = {
 }
 
 
+def title(code: str) -> str:
+    """The title of a code; a code without one (a bug: tests check every code of
+    hashcore has one) still gets a readable answer, not a 500."""
+    return TITLES.get(code) or code.replace("_", " ").capitalize()
+
+
 def problem_type(code: str) -> str:
     return f"tag:agent-chain,2026:problem:{code}"
 
@@ -46,7 +52,7 @@ def problem(
 ) -> Response:
     body = {
         "type": problem_type(code),
-        "title": TITLES[code],
+        "title": title(code),
         "status": status,
         "detail": detail,
         "code": code,
@@ -58,3 +64,12 @@ def problem(
     # Read by the access log and the request metrics.
     response.problem_code = code  # type: ignore[attr-defined]
     return response
+
+
+def unauthenticated(detail: str) -> Response:
+    return problem(401, "unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def unavailable(detail: str, retry_after: int) -> Response:
+    """503: the database is unreachable or too slow; a retry is always safe."""
+    return problem(503, "unavailable", detail, headers={"Retry-After": str(retry_after)})

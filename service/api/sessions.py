@@ -12,11 +12,11 @@ from quart import Blueprint, Response, request
 
 import hashcore
 
+from ..core import audit
 from ..core.credentials import Principal, Scope
 from ..runtime import Runtime
-from ..storage import sessions, signing_keys
-from ..storage.database import DatabaseUnavailable
-from .auth import authenticate, unavailable
+from ..storage import seal_keys, sessions
+from .auth import requires
 from .problems import problem
 from .responses import json_response
 
@@ -54,33 +54,28 @@ def routes(runtime: Runtime) -> Blueprint:
     bp = Blueprint("sessions", __name__)
     settings = runtime.settings
 
-    async def reader(session_id: str) -> Principal | Response:
-        principal = await authenticate(runtime, Scope.READ)
-        if isinstance(principal, Response):
-            return principal
-        if not _UUID.match(session_id):
-            return problem(404, "not_found", "no such session for this tenant")
-        return principal
+    reader = requires(runtime, Scope.READ)
 
     def not_found() -> Response:
         return problem(404, "not_found", "no such session for this tenant")
 
+    async def find_head(principal: Principal, session_id: str) -> sessions.SessionHead | None:
+        if not _UUID.match(session_id):
+            return None
+        return await sessions.head(runtime.db, principal.tenant_id, session_id)
+
     @bp.get("/v1/sessions/<session_id>/records")
-    async def replay(session_id: str) -> Response:
-        principal = await reader(session_id)
-        if isinstance(principal, Response):
-            return principal
+    @reader
+    async def replay(principal: Principal, session_id: str) -> Response:
+        if not _UUID.match(session_id):
+            return not_found()
         from_seq = _int_arg("from_seq", 0, 0, 2**53 - 1)
         limit = _int_arg("limit", None, 1, 2**53 - 1)
         if isinstance(from_seq, Response):
             return from_seq
         if isinstance(limit, Response):
             return limit
-        try:
-            found = await sessions.head(runtime.db, principal.tenant_id, session_id)
-        except DatabaseUnavailable as exc:
-            return unavailable(runtime, str(exc))
-        if found is None:
+        if await find_head(principal, session_id) is None:
             return not_found()
 
         async def lines() -> AsyncIterator[bytes]:
@@ -98,14 +93,9 @@ def routes(runtime: Runtime) -> Blueprint:
         return Response(lines(), content_type=NDJSON)
 
     @bp.get("/v1/sessions/<session_id>")
-    async def head(session_id: str) -> Response:
-        principal = await reader(session_id)
-        if isinstance(principal, Response):
-            return principal
-        try:
-            found = await sessions.head(runtime.db, principal.tenant_id, session_id)
-        except DatabaseUnavailable as exc:
-            return unavailable(runtime, str(exc))
+    @reader
+    async def head(principal: Principal, session_id: str) -> Response:
+        found = await find_head(principal, session_id)
         if found is None:
             return not_found()
         return json_response(
@@ -120,14 +110,12 @@ def routes(runtime: Runtime) -> Blueprint:
                 "created_at": found.created_at.isoformat(),
                 "updated_at": found.updated_at.isoformat(),
             },
-            raw={"last_seal": found.last_seal or b"null"},
+            raw={"last_seal": found.last_seal_record or b"null"},
         )
 
     @bp.get("/v1/sessions")
-    async def listing() -> Response:
-        principal = await authenticate(runtime, Scope.READ)
-        if isinstance(principal, Response):
-            return principal
+    @reader
+    async def listing(principal: Principal) -> Response:
         limit = _int_arg("limit", 50, 1, MAX_LIST)
         if isinstance(limit, Response):
             return limit
@@ -137,10 +125,7 @@ def routes(runtime: Runtime) -> Blueprint:
             after = _decode_cursor(token)
             if after is None:
                 return problem(400, "bad_request", "'cursor' is not a cursor this API returned")
-        try:
-            page = await sessions.newest(runtime.db, principal.tenant_id, limit, after)
-        except DatabaseUnavailable as exc:
-            return unavailable(runtime, str(exc))
+        page = await sessions.newest(runtime.db, principal.tenant_id, limit, after)
         last = page[-1] if len(page) == limit else None
         return json_response(
             {
@@ -160,61 +145,55 @@ def routes(runtime: Runtime) -> Blueprint:
         )
 
     @bp.get("/v1/sessions/<session_id>/verify")
-    async def verify(session_id: str) -> Response:
-        principal = await reader(session_id)
-        if isinstance(principal, Response):
-            return principal
-        try:
-            found = await sessions.head(runtime.db, principal.tenant_id, session_id)
-            if found is None:
-                return not_found()
-            keys = {k.key_id: k.public_key for k in await signing_keys.all_keys(runtime.db)}
-            verifier = hashcore.ChainVerifier(keys)
-            async with runtime.db.cursor(
-                sessions.CHAIN,
-                principal.tenant_id,
-                session_id,
-                found.next_seq,
-                chunk=settings.replay_chunk,
-            ) as fetch:
-                while rows := await fetch():
-                    records = [row[0] for row in rows]
-                    await trio.to_thread.run_sync(
-                        verifier.feed, records, limiter=runtime.verify_limiter
-                    )
-        except DatabaseUnavailable as exc:
-            return unavailable(runtime, str(exc))
+    @reader
+    async def verify(principal: Principal, session_id: str) -> Response:
+        found = await find_head(principal, session_id)
+        if found is None:
+            return not_found()
+        keys = {k.key_id: k.public_key for k in await seal_keys.all_seal_keys(runtime.db)}
+        verifier = hashcore.ChainVerifier(keys)
+        last = b""
+        async with runtime.db.cursor(
+            sessions.CHAIN,
+            principal.tenant_id,
+            session_id,
+            found.next_seq,
+            chunk=settings.replay_chunk,
+        ) as fetch:
+            while rows := await fetch():
+                records = [row[0] for row in rows]
+                await trio.to_thread.run_sync(
+                    verifier.feed, records, limiter=runtime.verify_limiter
+                )
+                last = records[-1]
         report = verifier.finish()
-        return json_response(report_json(session_id, report, found))
+        return json_response(report_json(session_id, report, found, last))
 
     return bp
 
 
 def report_json(
-    session_id: str, report: hashcore.ChainReport, head: sessions.SessionHead
+    session_id: str, report: hashcore.ChainReport, head: sessions.SessionHead, last: bytes
 ) -> dict[str, object]:
-    problem_: dict[str, object] | None = None
+    failure: audit.Failure | None = None
     if report.problem is not None:
         p = report.problem
-        problem_ = {
-            "line": p.line,
-            "seq": p.seq,
-            "kind": p.kind,
-            "reason": p.reason,
-            "detail": p.detail,
-            "expected": p.expected,
-            "found": p.found,
-        }
-    elif (report.events, report.seals) != (head.next_seq, head.seal_count):
+        failure = audit.Failure(
+            p.line, p.reason, p.detail, p.seq, p.kind, expected=p.expected, found=p.found
+        )
+    else:
         # A chain that lost its last batches still verifies; the head row says so.
+        failure = audit.check_head(report, head.next_seq, head.seal_count, head.head_hash, last)
+    problem_ = None
+    if failure is not None:
         problem_ = {
-            "line": 0,
-            "seq": None,
-            "kind": None,
-            "reason": "head_mismatch",
-            "detail": "the stored records do not add up to the session's head",
-            "expected": f"{head.next_seq} events, {head.seal_count} seals",
-            "found": f"{report.events} events, {report.seals} seals",
+            "line": failure.line,
+            "seq": failure.seq,
+            "kind": failure.kind,
+            "reason": failure.reason,
+            "detail": failure.detail,
+            "expected": failure.expected,
+            "found": failure.found,
         }
     return {
         "session_id": session_id,

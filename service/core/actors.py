@@ -20,7 +20,8 @@ from .outcomes import Failed, Outcome, Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
-Key = tuple[int, str]  # (tenant_id, session_id): a session's identity
+SessionRef = tuple[int, str]
+"""(tenant_id, session_id): which session an actor serves."""
 J = TypeVar("J")
 S = TypeVar("S")  # what an actor remembers of its session between jobs
 
@@ -36,12 +37,12 @@ class _Job(Generic[J]):
 class SessionActor(Generic[J, S]):
     def __init__(
         self,
-        key: Key,
+        session: SessionRef,
         registry: SessionActors[J, S],
         inbox: trio.MemorySendChannel[_Job[J]],
         outbox: trio.MemoryReceiveChannel[_Job[J]],
     ) -> None:
-        self.key = key
+        self.session = session
         self._registry = registry
         self.inbox = inbox
         self._jobs = outbox
@@ -81,7 +82,7 @@ class SessionActor(Generic[J, S]):
             try:
                 job.outcome, self._state = await self._registry.commit(job.payload, self._state)
             except Exception:
-                log.exception("commit failed for session %s", self.key[1])
+                log.exception("commit failed for session %s", self.session[1])
                 job.outcome, self._state = Failed(), None
         finally:
             self._registry._job_finished()
@@ -105,7 +106,7 @@ class SessionActors(Generic[J, S]):
         self._inbox_size = inbox_size
         self._max_pending = max_pending
         self.idle_seconds = idle_seconds
-        self._actors: dict[Key, SessionActor[J, S]] = {}
+        self._actors: dict[SessionRef, SessionActor[J, S]] = {}
         self._pending = 0
         self._closed = False
         self._idle = trio.Event()
@@ -114,13 +115,13 @@ class SessionActors(Generic[J, S]):
     def statistics(self) -> dict[str, int]:
         return {"live": len(self._actors), "pending": self._pending, "started": self.started_total}
 
-    async def submit(self, key: Key, payload: J) -> Outcome:
+    async def submit(self, session: SessionRef, payload: J) -> Outcome:
         """Hand `payload` to the session's actor and wait for its outcome."""
         if self._closed:
             return Unavailable("the service is shutting down")
         if self._pending >= self._max_pending:
             return Overloaded("too many batches pending in this process")
-        actor = self._actors.get(key) or self._spawn(key)
+        actor = self._actors.get(session) or self._spawn(session)
         job: _Job[J] = _Job(payload)
         try:
             actor.inbox.send_nowait(job)
@@ -135,12 +136,12 @@ class SessionActors(Generic[J, S]):
         assert job.outcome is not None
         return job.outcome
 
-    def _spawn(self, key: Key) -> SessionActor[J, S]:
+    def _spawn(self, session: SessionRef) -> SessionActor[J, S]:
         send, receive = trio.open_memory_channel[_Job[J]](self._inbox_size)
-        actor = SessionActor(key, self, send, receive)
-        self._actors[key] = actor
+        actor = SessionActor(session, self, send, receive)
+        self._actors[session] = actor
         self.started_total += 1
-        self._nursery.start_soon(actor.run, name=f"SessionActor {key[1]}")
+        self._nursery.start_soon(actor.run, name=f"SessionActor {session[1]}")
         return actor
 
     def _job_finished(self) -> None:
@@ -149,8 +150,8 @@ class SessionActors(Generic[J, S]):
             self._idle.set()
 
     def _retire(self, actor: SessionActor[J, S]) -> None:
-        if self._actors.get(actor.key) is actor:
-            del self._actors[actor.key]
+        if self._actors.get(actor.session) is actor:
+            del self._actors[actor.session]
         actor.inbox.close()
 
     async def drain(self, deadline: float = math.inf) -> None:

@@ -1,6 +1,6 @@
 """API keys: their format, how they are hashed, and who they identify.
 
-A key reads `csk_<key_id>_<secret>`. The key_id finds the row; only SHA-256 of
+An API key reads `csk_<api_key_id>_<secret>`. The id finds the row; only SHA-256 of
 the secret is stored (the secret is 256 random bits, so a slow hash buys
 nothing), and the comparison is constant-time.
 """
@@ -24,8 +24,8 @@ class Scope(StrEnum):
 
 
 @dataclass(frozen=True)
-class NewKey:
-    key_id: str
+class NewApiKey:
+    api_key_id: str
     secret_hash: bytes
     token: str
 
@@ -36,14 +36,14 @@ class Principal:
 
     tenant_id: int
     tenant: str
-    key_id: str
+    api_key_id: str
     scopes: frozenset[Scope]
 
 
-def new_key() -> NewKey:
-    key_id = secrets.token_hex(8)
+def new_api_key() -> NewApiKey:
+    api_key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    return NewKey(key_id, hash_secret(secret), f"{PREFIX}_{key_id}_{secret}")
+    return NewApiKey(api_key_id, hash_secret(secret), f"{PREFIX}_{api_key_id}_{secret}")
 
 
 def hash_secret(secret: str) -> bytes:
@@ -51,7 +51,7 @@ def hash_secret(secret: str) -> bytes:
 
 
 def parse_token(token: str) -> tuple[str, str] | None:
-    """Split a presented key into (key_id, secret), or None if it is not one of ours."""
+    """Split a presented API key into (api_key_id, secret), or None if it is not one of ours."""
     match = _FORMAT.match(token)
     return (match[1], match[2]) if match else None
 

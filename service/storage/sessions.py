@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from .database import Connection, Database
-from .signing_keys import PublicKey
+from .seal_keys import SealPublicKey
 
 # Replay order (PROTOCOL §5): by seq, the event before its seal. The primary
 # key (tenant_id, session_id, seq, is_seal) serves it without a sort.
@@ -27,11 +27,15 @@ CHAIN = """SELECT record FROM records
 
 @dataclass(frozen=True)
 class SessionHead:
+    """A session's head as the read side shows it: the chain's head, counts, times,
+    and the last seal's whole record. (`core.commit.ChainHead` is the commit's
+    narrower view: next_seq, head_hash and the last seal's hash.)"""
+
     session_id: str
     next_seq: int
     head_hash: str
     seal_count: int
-    last_seal: bytes | None
+    last_seal_record: bytes | None
     first_ts: str | None
     last_ts: str | None
     created_at: datetime
@@ -59,7 +63,7 @@ async def head(db: Database, tenant_id: int, session_id: str) -> SessionHead | N
         next_seq=row["next_seq"],
         head_hash=row["head_hash"],
         seal_count=row["seal_count"],
-        last_seal=bytes(seal) if seal is not None else None,
+        last_seal_record=bytes(seal) if seal is not None else None,
         first_ts=row["first_ts"],
         last_ts=row["last_ts"],
         created_at=row["created_at"],
@@ -125,7 +129,7 @@ async def tenants_holding(db: Database, session_id: str) -> list[tuple[int, str]
 
 async def seal_keys(
     db: Database, tenant_id: int, session_id: str, below_seq: int
-) -> tuple[list[PublicKey], list[str]]:
+) -> tuple[list[SealPublicKey], list[str]]:
     """The public keys that signed the session's seals below `below_seq`, and the
     ids of any such key the database does not hold (it would fail verification)."""
 
@@ -146,7 +150,7 @@ async def seal_keys(
 
     rows = await db.run(work)
     found = [
-        PublicKey(r["key_id"], bytes(r["public_key"]), r["active"])
+        SealPublicKey(r["key_id"], bytes(r["public_key"]), r["active"])
         for r in rows
         if r["public_key"] is not None
     ]

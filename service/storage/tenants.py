@@ -1,23 +1,24 @@
-"""Tenants and their API keys."""
+"""Tenants and their API keys (the keys clients authenticate with; never seal keys)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from ..core.credentials import NewKey, Scope
+from . import queries
 from .database import Connection, Database
 
 
 @dataclass(frozen=True)
-class KeyRow:
-    key_id: str
+class ApiKeyRow:
+    api_key_id: str
     tenant_id: int
     tenant: str
     secret_hash: bytes
-    scopes: frozenset[Scope]
+    scopes: frozenset[str]
     created_at: datetime
     revoked_at: datetime | None
 
@@ -26,20 +27,22 @@ _KEY_COLUMNS = """k.key_id, k.tenant_id, t.name AS tenant, k.secret_hash, k.scop
                   k.created_at, k.revoked_at"""
 
 
-def _key_row(row: asyncpg.Record) -> KeyRow:
-    return KeyRow(
-        key_id=row["key_id"],
+def _api_key_row(row: asyncpg.Record) -> ApiKeyRow:
+    return ApiKeyRow(
+        api_key_id=row["key_id"],
         tenant_id=row["tenant_id"],
         tenant=row["tenant"],
         secret_hash=bytes(row["secret_hash"]),
-        scopes=frozenset(Scope(s) for s in row["scopes"]),
+        scopes=frozenset(row["scopes"]),
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )
 
 
-async def create_key(db: Database, tenant: str, scopes: frozenset[Scope], key: NewKey) -> None:
-    """Store `key` for `tenant`, creating the tenant on first use."""
+async def create_api_key(
+    db: Database, tenant: str, scopes: Iterable[str], api_key_id: str, secret_hash: bytes
+) -> None:
+    """Store an API key for `tenant`, creating the tenant on first use."""
 
     async def work(conn: Connection) -> None:
         tenant_id = await conn.fetchval(
@@ -50,28 +53,24 @@ async def create_key(db: Database, tenant: str, scopes: frozenset[Scope], key: N
         )
         await conn.execute(
             "INSERT INTO api_keys (key_id, tenant_id, secret_hash, scopes) VALUES ($1, $2, $3, $4)",
-            key.key_id,
+            api_key_id,
             tenant_id,
-            key.secret_hash,
+            secret_hash,
             sorted(scopes),
         )
 
     await db.transaction(work)
 
 
-async def find_key(db: Database, key_id: str) -> KeyRow | None:
+async def find_api_key(db: Database, api_key_id: str) -> ApiKeyRow | None:
     async def work(conn: Connection) -> asyncpg.Record | None:
-        return await conn.fetchrow(
-            f"""SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-                WHERE k.key_id = $1""",
-            key_id,
-        )
+        return await conn.fetchrow(queries.FIND_API_KEY, api_key_id)
 
     row = await db.run(work)
-    return None if row is None else _key_row(row)
+    return None if row is None else _api_key_row(row)
 
 
-async def list_keys(db: Database, tenant: str | None = None) -> list[KeyRow]:
+async def list_api_keys(db: Database, tenant: str | None = None) -> list[ApiKeyRow]:
     async def work(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(
             f"""SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
@@ -80,16 +79,16 @@ async def list_keys(db: Database, tenant: str | None = None) -> list[KeyRow]:
             tenant,
         )
 
-    return [_key_row(r) for r in await db.run(work)]
+    return [_api_key_row(r) for r in await db.run(work)]
 
 
-async def revoke_key(db: Database, key_id: str) -> bool:
+async def revoke_api_key(db: Database, api_key_id: str) -> bool:
     """Revoke a key; False if there is no such key or it was already revoked."""
 
     async def work(conn: Connection) -> str:
         return await conn.execute(
             "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
-            key_id,
+            api_key_id,
         )
 
     return await db.transaction(work) == "UPDATE 1"

@@ -5,20 +5,15 @@ from __future__ import annotations
 from quart import Blueprint, Response, jsonify
 
 from ..runtime import Runtime
-from ..storage import signing_keys
-from ..storage.database import DatabaseUnavailable
-from .auth import unavailable
+from ..storage import seal_keys
 
 
 def routes(runtime: Runtime) -> Blueprint:
-    bp = Blueprint("keys", __name__)
+    bp = Blueprint("seal_keys", __name__)
 
     @bp.get("/v1/keys")
-    async def list_keys() -> Response:
-        try:
-            keys = await signing_keys.all_keys(runtime.db)
-        except DatabaseUnavailable as exc:
-            return unavailable(runtime, str(exc))
+    async def list_seal_keys() -> Response:
+        keys = await seal_keys.all_seal_keys(runtime.db)
         return jsonify(
             {
                 "keys": [

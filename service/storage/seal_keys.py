@@ -1,4 +1,7 @@
-"""Public halves of the server's Ed25519 signing keys (PROTOCOL §4, GET /v1/keys)."""
+"""Public halves of the server's Ed25519 seal keys (PROTOCOL §4, GET /v1/keys).
+
+(The table is named `signing_keys`: a seal key is the key that signs seals.)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from .locks import SEAL_KEYS
 
 
 @dataclass(frozen=True)
-class PublicKey:
+class SealPublicKey:
     key_id: str
     public_key: bytes
     active: bool
@@ -47,10 +50,11 @@ async def register(db: Database, key_id: str, public_key: bytes, *, activate: bo
     await db.transaction(work)
 
 
-async def all_keys(db: Database) -> list[PublicKey]:
+async def all_seal_keys(db: Database) -> list[SealPublicKey]:
     async def work(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(
             "SELECT key_id, public_key, active FROM signing_keys ORDER BY created_at, key_id"
         )
 
-    return [PublicKey(r["key_id"], bytes(r["public_key"]), r["active"]) for r in await db.run(work)]
+    rows = await db.run(work)
+    return [SealPublicKey(r["key_id"], bytes(r["public_key"]), r["active"]) for r in rows]
