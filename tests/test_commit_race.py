@@ -1,0 +1,114 @@
+"""Two commits against one head, made to overlap for certain (parsec's style):
+a transaction holds the session's advisory lock until both commits wait on it.
+
+Both take the fast path (each believes the chain is empty), so both sealed
+against the same head. Exactly one appends; the other finds the head moved,
+writes nothing, and is judged afresh under the lock: a retry if it is the same
+batch, a fork if it is another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import trio
+
+import hashcore
+from service.core.commit import Submission, append_batch
+from service.core.outcomes import Appended, Conflict, Outcome
+from service.runtime import utc_now
+from service.storage import seal_keys, tenants
+from service.storage.database import Connection, Database
+from service.storage.locks import SESSION_HEAD
+
+from .chain import ZERO, Chain, body_of, relink
+from .support import MakeKey
+
+_LOCKS = """SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
+            FROM pg_locks
+            WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2"""
+
+
+async def _session_locks(conn: Connection) -> tuple[int, int]:
+    """(holders, waiters) of session-head advisory locks."""
+    row = await conn.fetchrow(_LOCKS, SESSION_HEAD)
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def race(
+    db: Database, make_key: MakeKey, first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> tuple[list[Outcome], int]:
+    """Commit `first` and `second` to the same session at once; returns their
+    outcomes and the number of `records` rows stored afterwards."""
+    token = await make_key("acme", "ingest")
+    api_key_id = token.split("_")[1]
+    row = await tenants.find_api_key(db, api_key_id)
+    assert row is not None
+    signer = hashcore.Signer(bytes(range(32)))
+    await seal_keys.register(db, signer.key_id, signer.public_key, activate=True)
+    session_id = first[0]["session_id"]
+
+    async def hold(conn: Connection) -> None:
+        # The same lock the commit functions take (migration 0002).
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2::bigint::text || '/' || $3::text))",
+            SESSION_HEAD,
+            row.tenant_id,
+            session_id,
+        )
+        while (await _session_locks(conn))[1] < 2:
+            await asyncio.sleep(0.01)
+        # Both commits wait behind us: committing releases them together.
+
+    outcomes: list[Outcome] = []
+
+    async def commit(events: list[dict[str, Any]]) -> None:
+        sub = Submission(row.tenant_id, api_key_id, hashcore.verify_batch(body_of(events), 1000))
+        outcome, _ = await append_batch(db, sub, signer, utc_now, None)
+        outcomes.append(outcome)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(db.transaction, hold)
+            while (await db.run(_session_locks)) != (1, 0):
+                await trio.sleep(0.01)
+            nursery.start_soon(commit, first)
+            nursery.start_soon(commit, second)
+    stored = await db.run(
+        lambda conn: conn.fetchval("SELECT count(*) FROM records WHERE session_id = $1", session_id)
+    )
+    assert await db.run(_session_locks) == (0, 0)
+    return outcomes, int(stored)
+
+
+async def test_the_same_batch_twice_appends_once_and_the_other_is_a_judged_retry(
+    db: Database, make_key: MakeKey
+) -> None:
+    events = Chain().make(3)
+    outcomes, stored = await race(db, make_key, events, events)
+    appended = [o for o in outcomes if isinstance(o, Appended) and not o.duplicate]
+    retried = [o for o in outcomes if isinstance(o, Appended) and o.duplicate]
+    assert (len(appended), len(retried)) == (1, 1), outcomes
+    # A retry is only recognised by the judged path: it read the stored events.
+    assert (retried[0].duplicates, retried[0].seal) == (3, appended[0].seal)
+    assert stored == 3 + 1
+
+
+async def test_two_different_batches_append_once_and_the_other_is_a_judged_fork(
+    db: Database, make_key: MakeKey
+) -> None:
+    ours = Chain().make(3)
+    theirs = relink([{**e, "kind": "other.writer"} for e in ours], ZERO)
+    outcomes, stored = await race(db, make_key, ours, theirs)
+    appended = [o for o in outcomes if isinstance(o, Appended)]
+    forks = [o for o in outcomes if isinstance(o, Conflict)]
+    assert (len(appended), len(forks)) == (1, 1), outcomes
+    assert appended[0].accepted == 3
+    # The fast path can only say 'moved': a fork with the stored head's figures
+    # comes from judging the batch against the head under the lock.
+    fork = forks[0]
+    assert (fork.code, fork.index, fork.next_seq) == ("chain_fork", 0, 3)
+    assert fork.head_hash == appended[0].head_hash
+    assert stored == 3 + 1
