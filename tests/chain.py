@@ -1,5 +1,6 @@
-"""Building valid events for tests with an independent implementation of
-PROTOCOL §1: the `rfc8785` package and hashlib, never hashcore."""
+"""The test oracle: valid events, batches and chains, built with an independent
+implementation of PROTOCOL §1 (the `rfc8785` package and hashlib, never hashcore),
+for the service tests and hashcore's own tests alike."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from typing import Any
 import rfc8785
 
 ZERO = "0" * 64
+SID = "0b6c5b4e-8f0a-4c1e-9d2b-3a4f5e6d7c8b"
+OTHER_SID = "11111111-2222-3333-4444-555555555555"
+TS = "2024-02-29T23:59:60.123456Z"
+SEAL_TS = "2024-05-01T12:00:00.000001Z"
 
 
 def event_hash(event: dict[str, Any]) -> str:
@@ -20,8 +25,43 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(rfc8785.dumps(body)).hexdigest()
 
 
-def body_of(events: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"events": events}).encode()
+def body_of(events: list[Any], *, ensure_ascii: bool = True) -> bytes:
+    """The ingest body `{"events": [...]}` as `json.dumps` writes it: non-ASCII
+    characters as `\\u` escapes, or as raw UTF-8 when ensure_ascii is False."""
+    return json.dumps({"events": events}, ensure_ascii=ensure_ascii).encode()
+
+
+def make_event(
+    seq: int,
+    prev: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    sid: str = SID,
+    kind: str = "tool.call",
+) -> dict[str, Any]:
+    """One event of session `sid` at `seq`, linked to `prev`, with its hash."""
+    event: dict[str, Any] = {
+        "session_id": sid,
+        "seq": seq,
+        "kind": kind,
+        "ts": TS,
+        "payload": {"n": seq, "msg": f"hello ☃ {seq}", "args": {"q": "x", "k": [1, 2.5]}}
+        if payload is None
+        else payload,
+        "prev_hash": prev,
+    }
+    event["hash"] = event_hash(event)
+    return event
+
+
+def make_events(first: int, n: int, prev: str = ZERO, *, sid: str = SID) -> list[dict[str, Any]]:
+    """`n` linked events from seq `first`, the first one linked to `prev`."""
+    events = []
+    for seq in range(first, first + n):
+        event = make_event(seq, prev, sid=sid)
+        prev = event["hash"]
+        events.append(event)
+    return events
 
 
 @dataclass

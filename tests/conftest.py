@@ -15,7 +15,6 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 import trio
@@ -23,15 +22,21 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from service.app import create_app
-from service.cli import with_database
 from service.config import Settings
 from service.core import credentials
 from service.runtime import Runtime
 from service.storage import migrations, tenants
-from service.storage.database import Database, PoolSettings, open_database
+from service.storage.database import (
+    Connection,
+    Database,
+    PoolSettings,
+    open_database,
+    with_database,
+)
 from service.storage.embedded import EmbeddedPostgres
 
-ROOT = Path(__file__).resolve().parents[1]
+from .support import ROOT, MakeKey
+
 TABLES = "records, sessions, api_keys, tenants, signing_keys"
 
 
@@ -74,7 +79,7 @@ def database_url(pg_server: str) -> Iterator[str]:
         with_database(pg_server, drop)
 
 
-async def _truncate(conn: asyncpg.Connection) -> None:
+async def _truncate(conn: Connection) -> None:
     await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
 
 
@@ -143,13 +148,13 @@ async def server(db: Database, settings: Settings, nursery: trio.Nursery) -> Ser
 
 
 @pytest.fixture
-def make_key(db: Database) -> object:
+def make_key(db: Database) -> MakeKey:
     """`await make_key("tenant", "ingest", "read")` -> a new API key."""
 
     async def make(tenant: str = "acme", *scopes: str) -> str:
-        key = credentials.new_key()
+        key = credentials.new_api_key()
         chosen = frozenset(credentials.Scope(s) for s in (scopes or ("ingest", "read")))
-        await tenants.create_key(db, tenant, chosen, key)
+        await tenants.create_api_key(db, tenant, chosen, key.api_key_id, key.secret_hash)
         return key.token
 
     return make

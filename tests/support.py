@@ -1,5 +1,6 @@
-"""Checks shared by the fault, race and tenancy tests: problem bodies, and what is
-really stored for a session, read straight from PostgreSQL and through the API."""
+"""Helpers shared by the tests: the types and headers they pass around, problem
+bodies, and what is really stored for a session, read straight from PostgreSQL and
+through the API."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import httpx
 
 import hashcore
 from service.storage.database import Connection, Database
 
-from .conftest import ROOT
+from .chain import ZERO
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: the working directory of `python -m service` in the tests."""
+
+MakeKey: TypeAlias = Callable[..., Awaitable[str]]
+"""The `make_key` fixture: `await make_key("tenant", "ingest", "read")` -> a new API key."""
+
+JSON = {"Content-Type": "application/json"}
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -82,7 +92,7 @@ def assert_whole_batches(s: Stored) -> None:
     n = s.event_count
     assert sorted(s.events) == list(range(n))
     covered = 0
-    prev_seal = "0" * 64
+    prev_seal = ZERO
     for seal in s.seals:
         assert seal["kind"] == "CHAIN_SEAL"
         assert seal["payload"]["first_seq"] == covered, (seal, covered)

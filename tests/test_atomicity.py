@@ -9,7 +9,7 @@ remain; once the fault is gone the same batch is accepted and the chain verifies
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -24,14 +24,14 @@ from service.storage.database import Connection, Database
 from .chain import Chain, body_of
 from .conftest import Server, start_server
 from .support import (
+    JSON,
+    MakeKey,
     assert_problem,
     assert_unavailable,
     assert_verifies,
     assert_whole_batches,
     stored,
 )
-
-MakeKey = Callable[..., Awaitable[str]]
 
 # Three places after the events are inserted, all inside the commit's transaction:
 # the seal row (inserted by the same statement, after the events), after the
@@ -72,9 +72,7 @@ async def trigger(db: Database, timing: str, session_id: str, action: str) -> As
 
 
 async def ingest(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> httpx.Response:
-    return await client.post(
-        "/v1/ingest", content=body_of(events), headers={"Content-Type": "application/json"}
-    )
+    return await client.post("/v1/ingest", content=body_of(events), headers=JSON)
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))

@@ -8,7 +8,6 @@ hypercorn half-way through closing the stream, and the connection hung for good)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -19,9 +18,8 @@ from service.storage.database import Database
 
 from .chain import Chain, body_of
 from .conftest import spawn_serve
-from .support import assert_problem
+from .support import JSON, MakeKey, assert_problem
 
-MakeKey = Callable[..., Awaitable[str]]
 MAX_BODY = 20_000
 
 
@@ -39,7 +37,6 @@ async def test_early_answers_leave_the_connection_usable(
     small = body_of(Chain().make(8))
     large = body_of(Chain().make(200))
     assert len(small) < MAX_BODY < len(large)
-    json = {"Content-Type": "application/json"}
     early: list[tuple[dict[str, str], bytes, int, str]] = [
         ({}, small, 401, "unauthenticated"),
         ({"Authorization": f"Bearer {read_key}"}, small, 403, "forbidden"),
@@ -52,7 +49,7 @@ async def test_early_answers_leave_the_connection_usable(
             for _ in range(40):
                 for headers, body, status, code in early:
                     with trio.fail_after(20):
-                        resp = await client.post("/v1/ingest", content=body, headers=json | headers)
+                        resp = await client.post("/v1/ingest", content=body, headers=JSON | headers)
                         assert_problem(resp, status, code)
                         # Read to the end and kept open, unless the body was too large.
                         closes = resp.headers.get("connection") == "close"

@@ -24,9 +24,8 @@ from service.storage.embedded import EmbeddedPostgres
 
 from .chain import Chain, body_of
 from .conftest import ServeProcess, spawn_serve
-from .support import assert_unavailable, assert_verifies, assert_whole_batches, cli, stored
+from .support import JSON, assert_unavailable, assert_verifies, assert_whole_batches, cli, stored
 
-JSON = {"Content-Type": "application/json"}
 BATCH = 10
 
 

@@ -16,14 +16,14 @@ import pytest
 import trio
 
 import hashcore
-from service.core import evidence
+from service.cli import ProgressPrinter
+from service.core import audit, bundle
 from service.storage.database import Connection, Database
 
-from .chain import Chain, body_of
-from .conftest import ROOT, Server
+from .chain import ZERO, Chain, body_of
+from .conftest import Server
+from .support import JSON, ROOT
 
-JSON = {"Content-Type": "application/json"}
-ZERO = "0" * 64
 SEAL_TS = "2026-11-27T12:00:00.000000Z"
 
 
@@ -56,22 +56,22 @@ class Sealed:
         self.events += size
         self.seals += 1
 
-    def header(self, **changes: Any) -> evidence.BundleHeader:
+    def header(self, **changes: Any) -> bundle.BundleHeader:
         fields: dict[str, Any] = {
             "session_id": self.chain.session_id,
             "tenant": "acme",
             "exported_at": "2026-11-27T13:00:00.000000Z",
-            "keys": tuple(evidence.BundleKey(s.key_id, s.public_key) for s in self.signers),
+            "keys": tuple(bundle.BundleKey(s.key_id, s.public_key) for s in self.signers),
             "events": self.events,
             "seals": self.seals,
             "head_hash": self.chain.events[-1]["hash"],
             **changes,
         }
-        return evidence.BundleHeader(**fields)
+        return bundle.BundleHeader(**fields)
 
     def write(self, path: Path, records: list[bytes] | None = None, **changes: Any) -> Path:
         with path.open("wb") as out:
-            evidence.BundleWriter(out, self.header(**changes)).write(
+            bundle.BundleWriter(out, self.header(**changes)).write(
                 self.records if records is None else records
             )
         return path
@@ -91,14 +91,14 @@ def sealed() -> Sealed:
     return s
 
 
-def failure_of(report: evidence.BundleReport) -> evidence.Failure:
+def failure_of(report: audit.BundleReport) -> audit.Failure:
     assert not report.ok
     assert report.failure is not None
     return report.failure
 
 
 def test_a_sound_bundle_verifies_and_says_what_it_checked(sealed: Sealed, tmp_path: Path) -> None:
-    report = evidence.verify_bundle(sealed.write(tmp_path / "b.ndjson"))
+    report = audit.verify_bundle(sealed.write(tmp_path / "b.ndjson"))
     assert report.ok
     assert (report.records, report.events, report.seals) == (11, 8, 3)
     assert report.keys_used == [sealed.signers[0].key_id]
@@ -113,7 +113,7 @@ def test_a_changed_byte_is_named_with_what_was_expected_and_found(
 ) -> None:
     records = list(sealed.records)
     records[5] = records[5].replace(b"question 4", b"question 5")  # event 4, line 7
-    report = evidence.verify_bundle(sealed.write(tmp_path / "b.ndjson", records))
+    report = audit.verify_bundle(sealed.write(tmp_path / "b.ndjson", records))
     failure = failure_of(report)
     assert (failure.line, failure.seq, failure.kind) == (7, 4, "llm.call")
     assert failure.reason == "hash_mismatch"
@@ -173,7 +173,7 @@ def test_each_altered_bundle_is_caught_at_the_record_at_fault(
             del r[-1]
         case "blank_line":
             r.insert(3, b"")
-    report = evidence.verify_bundle(sealed.write(tmp_path / "b.ndjson", r))
+    report = audit.verify_bundle(sealed.write(tmp_path / "b.ndjson", r))
     failure = failure_of(report)
     assert (failure.line, failure.seq, failure.kind) == (line, seq, kind)
     if reason is not None:
@@ -187,12 +187,12 @@ def test_a_missing_key_is_named_at_the_first_seal_it_signed(tmp_path: Path) -> N
     s.add(2, signer=0)
     s.add(2, signer=0)
     s.add(2, signer=1)
-    assert evidence.verify_bundle(s.write(tmp_path / "both.ndjson")).keys_used == sorted(
+    assert audit.verify_bundle(s.write(tmp_path / "both.ndjson")).keys_used == sorted(
         [s.signers[0].key_id, s.signers[1].key_id]
     )
 
-    only_first = (evidence.BundleKey(s.signers[0].key_id, s.signers[0].public_key),)
-    report = evidence.verify_bundle(s.write(tmp_path / "one.ndjson", keys=only_first))
+    only_first = (bundle.BundleKey(s.signers[0].key_id, s.signers[0].public_key),)
+    report = audit.verify_bundle(s.write(tmp_path / "one.ndjson", keys=only_first))
     failure = failure_of(report)
     # Lines: 2-3 events, 4 seal, 5-6 events, 7 seal, 8-9 events, 10 seal by key 2.
     assert (failure.line, failure.seq, failure.kind) == (10, 5, "CHAIN_SEAL")
@@ -204,7 +204,7 @@ def test_a_bundle_cut_short_at_a_seal_is_caught_by_its_header(
     sealed: Sealed, tmp_path: Path
 ) -> None:
     # Without its last batch the records still form a valid chain.
-    report = evidence.verify_bundle(sealed.write(tmp_path / "b.ndjson", sealed.records[:7]))
+    report = audit.verify_bundle(sealed.write(tmp_path / "b.ndjson", sealed.records[:7]))
     failure = failure_of(report)
     assert (failure.line, failure.reason) == (0, "count_mismatch")
     assert (failure.expected, failure.found) == ("8 events, 3 seals", "5 events, 2 seals")
@@ -212,20 +212,18 @@ def test_a_bundle_cut_short_at_a_seal_is_caught_by_its_header(
 
     # With the counts edited to match, the head announced gives it away.
     short = sealed.write(tmp_path / "c.ndjson", sealed.records[:7], events=5, seals=2)
-    failure = failure_of(evidence.verify_bundle(short))
+    failure = failure_of(audit.verify_bundle(short))
     assert (failure.reason, failure.found) == ("head_mismatch", sealed.chain.events[4]["hash"])
 
 
 def test_headers_that_do_not_fit_the_records_or_the_format(sealed: Sealed, tmp_path: Path) -> None:
     other = Chain().session_id
-    failure = failure_of(
-        evidence.verify_bundle(sealed.write(tmp_path / "a.ndjson", session_id=other))
-    )
+    failure = failure_of(audit.verify_bundle(sealed.write(tmp_path / "a.ndjson", session_id=other)))
     assert (failure.line, failure.reason) == (2, "session_mismatch")
     assert (failure.expected, failure.found) == (other, sealed.chain.session_id)
 
-    wrong_id = (evidence.BundleKey("0123456789abcdef", sealed.signers[0].public_key),)
-    failure = failure_of(evidence.verify_bundle(sealed.write(tmp_path / "b.ndjson", keys=wrong_id)))
+    wrong_id = (bundle.BundleKey("0123456789abcdef", sealed.signers[0].public_key),)
+    failure = failure_of(audit.verify_bundle(sealed.write(tmp_path / "b.ndjson", keys=wrong_id)))
     assert (failure.line, failure.reason) == (1, "bad_header")
     assert "0123456789abcdef" in failure.detail
 
@@ -237,7 +235,7 @@ def test_headers_that_do_not_fit_the_records_or_the_format(sealed: Sealed, tmp_p
     ):
         path = tmp_path / f"{name}.ndjson"
         path.write_bytes(first_line + body)
-        failure = failure_of(evidence.verify_bundle(path))
+        failure = failure_of(audit.verify_bundle(path))
         assert (failure.line, failure.reason) == (1, "bad_header"), name
 
 
@@ -245,7 +243,7 @@ def test_progress_is_reported_while_reading_in_small_chunks(sealed: Sealed, tmp_
     path = sealed.write(tmp_path / "b.ndjson")
     seen: list[tuple[int, int, int]] = []
     # Chunks smaller than one record: lines span chunks and must still join up.
-    report = evidence.verify_bundle(path, chunk_bytes=100, progress=lambda *args: seen.append(args))
+    report = audit.verify_bundle(path, chunk_bytes=100, progress=lambda *args: seen.append(args))
     assert report.ok
     assert len(seen) > 5
     assert [s[1] for s in seen] == sorted(s[1] for s in seen)
@@ -255,14 +253,14 @@ def test_progress_is_reported_while_reading_in_small_chunks(sealed: Sealed, tmp_
 def test_progress_printer_reports_at_most_once_per_interval(sealed: Sealed, tmp_path: Path) -> None:
     path = sealed.write(tmp_path / "b.ndjson")
     printed: list[str] = []
-    evidence.verify_bundle(
-        path, chunk_bytes=1000, progress=evidence.ProgressPrinter(printed.append, "verified", 0)
+    audit.verify_bundle(
+        path, chunk_bytes=1000, progress=ProgressPrinter(printed.append, "verified", 0)
     )
     assert len(printed) > 2
     assert printed[-1] == "verified 11 records (100%)"
     quiet: list[str] = []
-    evidence.verify_bundle(
-        path, chunk_bytes=1000, progress=evidence.ProgressPrinter(quiet.append, "verified", 3600)
+    audit.verify_bundle(
+        path, chunk_bytes=1000, progress=ProgressPrinter(quiet.append, "verified", 3600)
     )
     assert quiet == []
 

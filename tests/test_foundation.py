@@ -7,7 +7,6 @@ import secrets
 import pytest
 import trio
 
-from service.cli import with_database
 from service.storage import migrations
 from service.storage.database import (
     Connection,
@@ -15,8 +14,10 @@ from service.storage.database import (
     DatabaseUnavailable,
     PoolSettings,
     open_database,
+    with_database,
 )
-from tests.conftest import Server, with_dbname
+
+from .conftest import Server, with_dbname
 
 LOCK_NS = 4242  # an advisory-lock namespace no service code uses
 

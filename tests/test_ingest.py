@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,16 +13,15 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import hashcore
+from service.core.commit import ChainHead, Submission, append_batch
 from service.core.outcomes import Appended, Conflict
 from service.runtime import utc_now
-from service.storage import signing_keys, tenants
-from service.storage.chains import Head, Submission, append_batch
+from service.storage import seal_keys, tenants
 from service.storage.database import Connection, Database
-from tests.chain import Chain, body_of, event_hash, relink
-from tests.conftest import Server
 
-JSON = {"Content-Type": "application/json"}
-MakeKey = Callable[..., Awaitable[str]]
+from .chain import ZERO, Chain, body_of, event_hash, relink
+from .conftest import Server
+from .support import JSON, MakeKey
 
 
 @pytest.fixture
@@ -95,7 +94,7 @@ async def test_accepted_batch_is_stored_canonically_and_sealed(
     assert seal["seq"] == 4
     assert seal["prev_hash"] == events[-1]["hash"]
     assert seal["payload"]["first_seq"] == 0
-    assert seal["payload"]["prev_seal"] == "0" * 64
+    assert seal["payload"]["prev_seal"] == ZERO
 
     rows = await stored_rows(db, chain.session_id)
     assert [(r["seq"], r["is_seal"]) for r in rows] == [(i, False) for i in range(5)] + [(4, True)]
@@ -134,7 +133,7 @@ async def test_seals_chain_across_batches(client: httpx.AsyncClient) -> None:
         check_seal(seal, keys)
         assert seal["payload"]["first_seq"] == 4 * i
         assert seal["seq"] == 4 * i + 3
-        assert seal["payload"]["prev_seal"] == (seals[i - 1]["hash"] if i else "0" * 64)
+        assert seal["payload"]["prev_seal"] == (seals[i - 1]["hash"] if i else ZERO)
 
 
 async def test_same_batch_twice_writes_once_and_returns_the_same_seal(
@@ -185,15 +184,15 @@ async def test_a_stale_remembered_head_falls_back_to_judging_under_the_lock(
     one-statement write refuses it and the full commit judges the batch."""
     token = await make_key("acme", "ingest")
     key_id = token.split("_")[1]
-    row = await tenants.find_key(db, key_id)
+    row = await tenants.find_api_key(db, key_id)
     assert row is not None
     signer = hashcore.Signer(bytes(range(32)))
-    await signing_keys.register(db, signer.key_id, signer.public_key, activate=True)
+    await seal_keys.register(db, signer.key_id, signer.public_key, activate=True)
 
     def submission(events: list[dict[str, Any]]) -> Submission:
         return Submission(row.tenant_id, key_id, hashcore.verify_batch(body_of(events), 1000))
 
-    async def append(events: list[dict[str, Any]], known: Head | None) -> Any:
+    async def append(events: list[dict[str, Any]], known: ChainHead | None) -> Any:
         return await append_batch(db, submission(events), signer, utc_now, known)
 
     chain = Chain()

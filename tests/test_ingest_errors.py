@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,11 +11,10 @@ import pytest
 import trio
 
 from service.storage.database import Connection, Database
-from tests.chain import Chain, body_of, event_hash, relink
-from tests.conftest import Server
 
-JSON = {"Content-Type": "application/json"}
-MakeKey = Callable[..., Awaitable[str]]
+from .chain import ZERO, Chain, body_of, event_hash, relink
+from .conftest import Server
+from .support import JSON, MakeKey
 
 
 async def snapshot(db: Database) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -246,7 +245,7 @@ async def test_seq_gap_on_a_new_session(
     fresh.make(1)
     body = await rejected(db, client, body_of(fresh.make(1)), 409, "seq_gap")
     assert body["next_seq"] == 0
-    assert body["head_hash"] == "0" * 64
+    assert body["head_hash"] == ZERO
 
 
 async def test_fork_at_the_head(db: Database, stored: tuple[httpx.AsyncClient, Chain]) -> None:
@@ -261,7 +260,7 @@ async def test_fork_below_the_head(db: Database, stored: tuple[httpx.AsyncClient
     client, chain = stored
     rewritten = [json.loads(json.dumps(e)) for e in chain.events[:3]]
     rewritten[1]["payload"]["input"] = "rewritten history"
-    rewritten = relink(rewritten, "0" * 64)
+    rewritten = relink(rewritten, ZERO)
     body = await rejected(db, client, body_of(rewritten), 409, "chain_fork")
     assert body["index"] == 1
     assert body["next_seq"] == 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -13,12 +12,10 @@ import trio
 
 from service.config import Settings
 from service.storage.database import Database
-from tests.chain import Chain, body_of
-from tests.conftest import spawn_serve, start_server
-from tests.support import assert_verifies, cli
 
-JSON = {"Content-Type": "application/json"}
-MakeKey = Callable[..., Awaitable[str]]
+from .chain import Chain, body_of
+from .conftest import spawn_serve, start_server
+from .support import JSON, MakeKey, assert_verifies, cli
 
 
 async def test_rotated_seal_key_keeps_old_seals_verifiable(

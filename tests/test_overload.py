@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import httpx
@@ -16,10 +15,8 @@ from service.storage.database import Database
 
 from .chain import Chain, body_of
 from .conftest import start_server
-from .support import assert_problem, assert_verifies, assert_whole_batches, stored
+from .support import JSON, MakeKey, assert_problem, assert_verifies, assert_whole_batches, stored
 from .test_atomicity import FAULTS, trigger
-
-MakeKey = Callable[..., Awaitable[str]]
 
 
 async def test_flooded_session_sheds_load_and_loses_nothing(
@@ -37,16 +34,14 @@ async def test_flooded_session_sheds_load_and_loses_nothing(
     async def send_until_stored(client: httpx.AsyncClient, i: int) -> None:
         events = batches[i]
         while True:
-            resp = await client.post(
-                "/v1/ingest", content=body_of(events), headers={"Content-Type": "application/json"}
-            )
+            resp = await client.post("/v1/ingest", content=body_of(events), headers=JSON)
             statuses[resp.status_code] += 1
             if resp.status_code == 200:
                 body = resp.json()
                 accepted.append(body["accepted"])
                 if body["accepted"]:
                     appended_heads.append(body["head"]["seq"])
-                assert body["head"]["seq"] >= events[-1]["seq"]  # type: ignore[operator]
+                assert body["head"]["seq"] >= events[-1]["seq"]
                 done[i].set()
                 return
             if resp.status_code == 429:
@@ -57,7 +52,7 @@ async def test_flooded_session_sheds_load_and_loses_nothing(
             else:
                 # The batch came before its predecessor: wait for it, as an SDK would.
                 body = assert_problem(resp, 409, "seq_gap")
-                assert body["next_seq"] < events[0]["seq"]  # type: ignore[operator]
+                assert body["next_seq"] < events[0]["seq"]
                 await done[i - 1].wait()
 
     # Each commit of this session sleeps a little inside its transaction, so

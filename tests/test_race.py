@@ -14,7 +14,6 @@ once, every answer consistent with what was finally stored.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,7 @@ from service.storage.database import Database
 
 from .chain import ZERO, Chain, body_of, relink
 from .conftest import ServeProcess, spawn_serve
-from .support import assert_problem, assert_verifies, assert_whole_batches, stored
-
-MakeKey = Callable[..., Awaitable[str]]
-JSON = {"Content-Type": "application/json"}
+from .support import JSON, MakeKey, assert_problem, assert_verifies, assert_whole_batches, stored
 
 N = 200  # events in each variant
 DIVERGE = (30, 75, 120)  # where each forged variant leaves the honest one

@@ -18,10 +18,9 @@ import hashcore
 from service.config import Settings
 from service.storage.database import Connection, Database
 
-from .chain import Chain, body_of, event_hash
+from .chain import ZERO, Chain, body_of, event_hash
 from .conftest import Server, start_server
-
-JSON = {"Content-Type": "application/json"}
+from .support import JSON
 
 
 def rich_payload(seq: int) -> dict[str, Any]:
@@ -111,7 +110,7 @@ async def test_replay_returns_each_record_canonical_and_exactly_as_sent(
     public = {k["key_id"]: public_key(k) for k in keys}
     seal_records = [r for r in records if r["kind"] == "CHAIN_SEAL"]
     assert seal_records == seals
-    prev_seal = "0" * 64
+    prev_seal = ZERO
     for seal, batch in zip(seal_records, batches, strict=True):
         assert seal["hash"] == event_hash(seal)
         assert seal["prev_hash"] == batch[-1]["hash"]

@@ -13,8 +13,7 @@ from service.storage.database import Connection, Database
 
 from .chain import Chain, body_of
 from .conftest import Server
-
-JSON = {"Content-Type": "application/json"}
+from .support import JSON
 
 
 async def ingest(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -251,7 +250,7 @@ async def test_verify_notices_records_missing_at_the_end(
         report = (await client.get(f"/v1/sessions/{chain.session_id}/verify")).json()
     assert report["ok"] is False
     assert (report["records"], report["events"], report["seals"]) == (4, 3, 1)
-    assert report["problem"]["reason"] == "head_mismatch"
+    assert report["problem"]["reason"] == "count_mismatch"
     assert report["problem"]["expected"] == "6 events, 2 seals"
 
 

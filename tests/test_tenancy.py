@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,10 +14,15 @@ from service.storage.database import Database
 
 from .chain import Chain, body_of
 from .conftest import Server
-from .support import assert_problem, assert_verifies, assert_whole_batches, cli, stored
-
-MakeKey = Callable[..., Awaitable[str]]
-JSON = {"Content-Type": "application/json"}
+from .support import (
+    JSON,
+    MakeKey,
+    assert_problem,
+    assert_verifies,
+    assert_whole_batches,
+    cli,
+    stored,
+)
 
 
 def key_id_of(token: str) -> str:
@@ -110,8 +114,8 @@ async def test_scopes_and_revocation(db: Database, server: Server, make_key: Mak
             assert_problem(await client.get(path), 403, "forbidden")
 
     # Revoked: 401 everywhere, the same answer as an unknown key.
-    assert await tenants.revoke_key(db, key_id_of(both))
-    assert not await tenants.revoke_key(db, key_id_of(both))
+    assert await tenants.revoke_api_key(db, key_id_of(both))
+    assert not await tenants.revoke_api_key(db, key_id_of(both))
     async with server.client(both) as client:
         body = assert_problem(await ingest(client, chain.make(1)), 401, "unauthenticated")
         assert "revoked" in body["detail"]
@@ -128,7 +132,7 @@ async def test_scopes_and_revocation(db: Database, server: Server, make_key: Mak
 async def test_missing_or_garbage_credentials(server: Server, make_key: MakeKey) -> None:
     good = await make_key()
     wrong_secret = good[:-1] + ("A" if good[-1] != "A" else "B")
-    unknown = credentials.new_key().token
+    unknown = credentials.new_api_key().token
     headers: list[dict[str, str]] = [
         {},
         {"Authorization": ""},

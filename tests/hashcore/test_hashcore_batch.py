@@ -12,14 +12,14 @@ import rfc8785
 
 import hashcore
 
-from .builders import OTHER_SID, SID, ZERO, body, event_hash, make_event, make_events
+from ..chain import OTHER_SID, SID, ZERO, body_of, event_hash, make_event, make_events
 
 Events = list[dict[str, Any]]
 
 
 def test_valid_batch() -> None:
     events = make_events(0, 5)
-    batch = hashcore.verify_batch(body(events), 5)
+    batch = hashcore.verify_batch(body_of(events, ensure_ascii=False), 5)
     assert (batch.session_id, batch.first_seq, batch.last_seq, batch.count) == (SID, 0, 4, 5)
     assert batch.first_prev_hash == ZERO
     assert batch.last_hash == events[-1]["hash"]
@@ -34,7 +34,7 @@ def test_valid_batch() -> None:
 
 def test_batch_may_start_past_zero() -> None:
     events = make_events(7, 2, "ab" * 32)
-    batch = hashcore.verify_batch(body(events), 10)
+    batch = hashcore.verify_batch(body_of(events, ensure_ascii=False), 10)
     assert (batch.first_seq, batch.first_prev_hash) == (7, "ab" * 32)
 
 
@@ -146,7 +146,7 @@ def test_body_level_errors() -> None:
 
 def test_json_rule_names_rule_index_and_member() -> None:
     events = make_events(0, 3)
-    text = body(events).replace(b'"n": 2', b'"n": 2, "n": 3')
+    text = body_of(events, ensure_ascii=False).replace(b'"n": 2', b'"n": 2, "n": 3')
     with pytest.raises(hashcore.BatchError) as info:
         hashcore.verify_batch(text, 10)
     err = info.value
@@ -157,7 +157,7 @@ def test_json_rule_names_rule_index_and_member() -> None:
 
 def test_too_large() -> None:
     with pytest.raises(hashcore.BatchError) as info:
-        hashcore.verify_batch(body(make_events(0, 3)), 2)
+        hashcore.verify_batch(body_of(make_events(0, 3), ensure_ascii=False), 2)
     assert info.value.code == "too_large"
 
 
@@ -166,7 +166,7 @@ def test_hash_mismatch_reports_expected_and_got() -> None:
     given = events[1]["hash"]
     events[1]["payload"]["msg"] = "changed"
     with pytest.raises(hashcore.BatchError) as info:
-        hashcore.verify_batch(body(events), 10)
+        hashcore.verify_batch(body_of(events, ensure_ascii=False), 10)
     assert info.value.got == given
     assert info.value.expected == event_hash(events[1])
 
@@ -181,7 +181,7 @@ def test_any_tampered_character_is_caught() -> None:
     events = [make_event(0, ZERO, {"msg": "hello", "n": 12, "f": 2.5, "ok": True, "l": ["ab", 7]})]
     events.append(make_event(1, events[0]["hash"], {"msg": "world", "n": 3, "x": {"y": "z"}}))
     events.append(make_event(2, events[1]["hash"]))
-    text = body(events)
+    text = body_of(events, ensure_ascii=False)
     hashcore.verify_batch(text, 10)
     start = text.index(b'{"session_id"', text.index(b"},") + 1)
     end = text.index(b'"}', text.index(b'"hash"', start)) + 2
@@ -202,7 +202,7 @@ def test_any_tampered_character_is_caught() -> None:
 
 def test_large_double_payload_is_hashed_as_jcs() -> None:
     event = make_event(0, ZERO, {"big": 3.749565844198488e17})
-    batch = hashcore.verify_batch(body([event]), 10)
+    batch = hashcore.verify_batch(body_of([event], ensure_ascii=False), 10)
     assert b"374956584419848800" in batch.records[0]
     assert batch.hashes == [event["hash"]]
 
@@ -210,5 +210,5 @@ def test_large_double_payload_is_hashed_as_jcs() -> None:
 def test_copy_of_events_not_mutated() -> None:
     events = make_events(0, 2)
     before = copy.deepcopy(events)
-    hashcore.verify_batch(body(events), 10)
+    hashcore.verify_batch(body_of(events, ensure_ascii=False), 10)
     assert events == before

@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 import hashcore
 
-from .builders import shared_dir
-
-JCS = shared_dir() / "conformance" / "jcs"
+# RFC 8785 vectors, kept in the repository (see SOURCE.md there for their origin).
+JCS = Path(__file__).resolve().parents[1] / "conformance" / "jcs"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (JCS / "input").iterdir()))
@@ -129,5 +128,14 @@ def test_keys_sort_by_utf16() -> None:
     assert hashcore.canonicalize(text) == '{"a":3,"\U0001f600":2,"\ue000":1}'.encode()
 
 
-def test_shared_dir_is_next_to_repo() -> None:
-    assert Path(__file__).resolve().parents[3].joinpath("shared").is_dir()
+def test_vectors_are_in_the_repository() -> None:
+    tests = Path(__file__).resolve().parents[1]
+    assert JCS.is_relative_to(tests), JCS
+    inputs = sorted(p.stem for p in (JCS / "input").glob("*.json"))
+    assert len(inputs) >= 6, inputs
+    assert sorted(p.stem for p in (JCS / "output").glob("*.json")) == inputs
+    assert sorted(p.stem for p in (JCS / "outhex").glob("*.txt")) == inputs
+    for name in inputs:
+        hexed = (JCS / "outhex" / f"{name}.txt").read_text()
+        assert bytes.fromhex(hexed) == (JCS / "output" / f"{name}.json").read_bytes(), name
+    assert (JCS / "numbers.tsv").is_file()
