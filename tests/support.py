@@ -16,9 +16,13 @@ from typing import Any, TypeAlias
 import httpx
 
 import hashcore
+from service.core.commit import ChainHead, Submission, append_batch
+from service.core.outcomes import Outcome
+from service.runtime import utc_now
+from service.storage import seal_keys, tenants
 from service.storage.database import Connection, Database
 
-from .chain import ZERO
+from .chain import ZERO, body_of
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: the working directory of `python -m service` in the tests."""
@@ -28,6 +32,35 @@ MakeKey: TypeAlias = Callable[..., Awaitable[str]]
 
 JSON = {"Content-Type": "application/json"}
 PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class DirectCommitter:
+    """Commits batches through `core.commit.append_batch`, without HTTP or actors."""
+
+    db: Database
+    tenant_id: int
+    api_key_id: str
+    signer: hashcore.Signer
+
+    def submission(self, events: list[dict[str, Any]]) -> Submission:
+        batch = hashcore.verify_batch(body_of(events), 1000)
+        return Submission(self.tenant_id, self.api_key_id, batch)
+
+    async def append(
+        self, events: list[dict[str, Any]], known: ChainHead | None = None
+    ) -> tuple[Outcome, ChainHead | None]:
+        return await append_batch(self.db, self.submission(events), self.signer, utc_now, known)
+
+
+async def direct_committer(db: Database, make_key: MakeKey) -> DirectCommitter:
+    """A new ingest key of tenant 'acme', and an active seal key."""
+    api_key_id = (await make_key("acme", "ingest")).split("_")[1]
+    row = await tenants.find_api_key(db, api_key_id)
+    assert row is not None
+    signer = hashcore.Signer(bytes(range(32)))
+    await seal_keys.register(db, signer.key_id, signer.public_key, activate=True)
+    return DirectCommitter(db, row.tenant_id, api_key_id, signer)
 
 
 def assert_problem(resp: httpx.Response, status: int, *codes: str) -> dict[str, Any]:

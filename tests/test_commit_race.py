@@ -14,16 +14,12 @@ from typing import Any
 
 import trio
 
-import hashcore
-from service.core.commit import Submission, append_batch
 from service.core.outcomes import Appended, Conflict, Outcome
-from service.runtime import utc_now
-from service.storage import seal_keys, tenants
 from service.storage.database import Connection, Database
 from service.storage.locks import SESSION_HEAD
 
-from .chain import ZERO, Chain, body_of, relink
-from .support import MakeKey
+from .chain import ZERO, Chain, relink
+from .support import MakeKey, direct_committer
 
 _LOCKS = """SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
             FROM pg_locks
@@ -42,12 +38,7 @@ async def race(
 ) -> tuple[list[Outcome], int]:
     """Commit `first` and `second` to the same session at once; returns their
     outcomes and the number of `records` rows stored afterwards."""
-    token = await make_key("acme", "ingest")
-    api_key_id = token.split("_")[1]
-    row = await tenants.find_api_key(db, api_key_id)
-    assert row is not None
-    signer = hashcore.Signer(bytes(range(32)))
-    await seal_keys.register(db, signer.key_id, signer.public_key, activate=True)
+    committer = await direct_committer(db, make_key)
     session_id = first[0]["session_id"]
 
     async def hold(conn: Connection) -> None:
@@ -55,7 +46,7 @@ async def race(
         await conn.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2::bigint::text || '/' || $3::text))",
             SESSION_HEAD,
-            row.tenant_id,
+            committer.tenant_id,
             session_id,
         )
         while (await _session_locks(conn))[1] < 2:
@@ -65,8 +56,7 @@ async def race(
     outcomes: list[Outcome] = []
 
     async def commit(events: list[dict[str, Any]]) -> None:
-        sub = Submission(row.tenant_id, api_key_id, hashcore.verify_batch(body_of(events), 1000))
-        outcome, _ = await append_batch(db, sub, signer, utc_now, None)
+        outcome, _ = await committer.append(events)
         outcomes.append(outcome)
 
     with trio.fail_after(30):

@@ -12,16 +12,12 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-import hashcore
-from service.core.commit import ChainHead, Submission, append_batch
 from service.core.outcomes import Appended, Conflict
-from service.runtime import utc_now
-from service.storage import seal_keys, tenants
 from service.storage.database import Connection, Database
 
 from .chain import ZERO, Chain, body_of, event_hash, relink
 from .conftest import Server
-from .support import JSON, MakeKey
+from .support import JSON, MakeKey, direct_committer
 
 
 @pytest.fixture
@@ -182,19 +178,7 @@ async def test_a_stale_remembered_head_falls_back_to_judging_under_the_lock(
 ) -> None:
     """The actor's remembered head can be stale (another process wrote): the
     one-statement write refuses it and the full commit judges the batch."""
-    token = await make_key("acme", "ingest")
-    key_id = token.split("_")[1]
-    row = await tenants.find_api_key(db, key_id)
-    assert row is not None
-    signer = hashcore.Signer(bytes(range(32)))
-    await seal_keys.register(db, signer.key_id, signer.public_key, activate=True)
-
-    def submission(events: list[dict[str, Any]]) -> Submission:
-        return Submission(row.tenant_id, key_id, hashcore.verify_batch(body_of(events), 1000))
-
-    async def append(events: list[dict[str, Any]], known: ChainHead | None) -> Any:
-        return await append_batch(db, submission(events), signer, utc_now, known)
-
+    append = (await direct_committer(db, make_key)).append
     chain = Chain()
     first, h1 = await append(chain.make(3), None)
     assert isinstance(first, Appended)
