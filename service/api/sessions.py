@@ -100,14 +100,9 @@ def routes(runtime: Runtime) -> Blueprint:
             return not_found()
         return json_response(
             {
-                "session_id": found.session_id,
+                **_summary_json(found),
                 "next_seq": found.next_seq,
                 "head_hash": found.head_hash,
-                "events": found.next_seq,
-                "seals": found.seal_count,
-                "first_event_ts": found.first_ts,
-                "last_event_ts": found.last_ts,
-                "created_at": found.created_at.isoformat(),
                 "updated_at": found.updated_at.isoformat(),
             },
             raw={"last_seal": found.last_seal_record or b"null"},
@@ -129,17 +124,7 @@ def routes(runtime: Runtime) -> Blueprint:
         last = page[-1] if len(page) == limit else None
         return json_response(
             {
-                "sessions": [
-                    {
-                        "session_id": s.session_id,
-                        "events": s.next_seq,
-                        "seals": s.seal_count,
-                        "first_event_ts": s.first_ts,
-                        "last_event_ts": s.last_ts,
-                        "created_at": s.created_at.isoformat(),
-                    }
-                    for s in page
-                ],
+                "sessions": [_summary_json(s) for s in page],
                 "next_cursor": _encode_cursor(last.created_at, last.session_id) if last else None,
             }
         )
@@ -170,6 +155,18 @@ def routes(runtime: Runtime) -> Blueprint:
         return json_response(report_json(session_id, report, found, last))
 
     return bp
+
+
+def _summary_json(s: sessions.SessionSummary | sessions.SessionHead) -> dict[str, object]:
+    """What the listing shows of a session (its head shows more)."""
+    return {
+        "session_id": s.session_id,
+        "events": s.next_seq,
+        "seals": s.seal_count,
+        "first_event_ts": s.first_ts,
+        "last_event_ts": s.last_ts,
+        "created_at": s.created_at.isoformat(),
+    }
 
 
 def report_json(
