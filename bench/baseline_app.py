@@ -1,11 +1,12 @@
 """Baseline 2 of bench/ingest_bench.py: a conventional ingest service.
 
 FastAPI on uvicorn, asyncpg on plain asyncio, every check and hash in Python
-(json with a duplicate-key hook, per-event schema checks, SHA-256 of
-`rfc8785.dumps(event without hash)`, links), then one asyncpg transaction with
-the service's own SQL and a seal signed with `cryptography`'s Ed25519. It serves
-the happy path of PROTOCOL §3 the way a straightforward implementation would;
-it does not deduplicate retries (an overlapping batch is a 409). Bench only.
+(bench/reference.py: json with a duplicate-key hook, per-event schema checks,
+SHA-256 of `rfc8785.dumps(event without hash)`, links), then one asyncpg
+transaction with the service's own SQL (service/storage/queries.py) and a seal
+signed with `cryptography`'s Ed25519. It serves the happy path of
+docs/protocol.md §3 the way a straightforward implementation would; it does not
+deduplicate retries (an overlapping batch is a 409). Bench only.
 
     DATABASE_URL=postgresql://... uvicorn baseline_app:app --app-dir bench --workers 2
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -23,113 +23,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import chain_sql
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from reference import ZERO, Batch, Rejected, record_hash, verify
 
-ZERO = "0" * 64
+from service.storage import queries
+from service.storage.locks import SESSION_HEAD
+
 MAX_BODY = 8 * 1024 * 1024
 MAX_EVENTS = 1000
-MAX_SEQ = 2**53 - 1
-MEMBERS = frozenset({"session_id", "seq", "kind", "ts", "payload", "prev_hash", "hash"})
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-KIND_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
-TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
-HEX_RE = re.compile(r"[0-9a-f]{64}")
 TOKEN_RE = re.compile(r"csk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
-
-
-class Rejected(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
 
 
 def problem(status: int, code: str, detail: str) -> Response:
     body = {"type": "about:blank", "title": code, "status": status, "detail": detail, "code": code}
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise Rejected(400, "json_rule", "an object has two members with the same name")
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise Rejected(400, "json_rule", f"{name} is not a JSON number")
-
-
-def _jcs(value: Any, where: str) -> bytes:
-    try:
-        return rfc8785.dumps(value)
-    except rfc8785.CanonicalizationError as exc:
-        raise Rejected(400, "json_rule", f"{where}: {exc}") from exc
-
-
-def check_event(i: int, ev: Any) -> None:
-    if not isinstance(ev, dict) or ev.keys() != MEMBERS:
-        raise Rejected(400, "schema", f"event {i} must have exactly the members {sorted(MEMBERS)}")
-    if not (isinstance(ev["session_id"], str) and UUID_RE.fullmatch(ev["session_id"])):
-        raise Rejected(400, "schema", f"event {i}: session_id")
-    seq = ev["seq"]
-    if not (isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= MAX_SEQ):
-        raise Rejected(400, "schema", f"event {i}: seq")
-    kind = ev["kind"]
-    if not (isinstance(kind, str) and KIND_RE.fullmatch(kind)):
-        raise Rejected(400, "schema", f"event {i}: kind")
-    if kind.startswith("CHAIN_"):
-        raise Rejected(400, "reserved_kind", f"event {i}: kind {kind} is reserved")
-    if not (isinstance(ev["ts"], str) and TS_RE.fullmatch(ev["ts"])):
-        raise Rejected(400, "schema", f"event {i}: ts")
-    if not isinstance(ev["payload"], dict):
-        raise Rejected(400, "schema", f"event {i}: payload")
-    for member in ("prev_hash", "hash"):
-        if not (isinstance(ev[member], str) and HEX_RE.fullmatch(ev[member])):
-            raise Rejected(400, "schema", f"event {i}: {member}")
-
-
-def verify(body: bytes) -> list[dict[str, Any]]:
-    """Parse, check and hash; adds "_record" (JCS of the whole event) to each event."""
-    try:
-        doc = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, Rejected):
-            raise
-        raise Rejected(400, "malformed_json", str(exc)) from exc
-    if not isinstance(doc, dict) or doc.keys() != {"events"} or not isinstance(doc["events"], list):
-        raise Rejected(400, "schema", 'the body must be {"events": [...]}')
-    events = doc["events"]
-    if not events:
-        raise Rejected(400, "schema", "no events")
-    if len(events) > MAX_EVENTS:
-        raise Rejected(413, "too_large", f"more than {MAX_EVENTS} events")
-    for i, ev in enumerate(events):
-        check_event(i, ev)
-    sid, first = events[0]["session_id"], events[0]["seq"]
-    prev = None
-    for i, ev in enumerate(events):
-        if ev["session_id"] != sid:
-            raise Rejected(400, "mixed_sessions", f"event {i}: another session")
-        if ev["seq"] != first + i:
-            raise Rejected(400, "seq_not_contiguous", f"event {i}: seq {ev['seq']}")
-        given = ev.pop("hash")
-        canon = _jcs(ev, f"event {i}")
-        digest = hashlib.sha256(canon).hexdigest()
-        if digest != given:
-            raise Rejected(400, "hash_mismatch", f"event {i}: expected {digest}, got {given}")
-        if (prev is not None and ev["prev_hash"] != prev) or (
-            ev["seq"] == 0 and ev["prev_hash"] != ZERO
-        ):
-            raise Rejected(400, "broken_link", f"event {i}: prev_hash")
-        prev = ev["hash"] = digest
-        # JCS of the whole event without a second canonicalization: "hash" sorts first.
-        ev["_record"] = b'{"hash":"' + digest.encode() + b'",' + canon[1:]
-    return events
 
 
 def utc_now() -> str:
@@ -147,7 +58,7 @@ def make_seal(
         "payload": {"first_seq": first_seq, "prev_seal": prev_seal, "key_id": KEY_ID},
         "prev_hash": head_hash,
     }
-    seal["hash"] = hashlib.sha256(rfc8785.dumps(seal)).hexdigest()
+    seal["hash"] = record_hash(seal)
     seal["signature"] = SEAL_KEY.sign(bytes.fromhex(seal["hash"])).hex()
     return seal, rfc8785.dumps(seal)
 
@@ -187,7 +98,7 @@ async def authenticate(pool: asyncpg.Pool, request: Request) -> tuple[int, str]:
     if match is None:
         raise Rejected(401, "unauthenticated", "send 'Authorization: Bearer <api key>'")
     key_id, secret = match[1], match[2]
-    row = await pool.fetchrow(chain_sql.FIND_KEY, key_id)
+    row = await pool.fetchrow(queries.FIND_API_KEY, key_id)
     if (
         row is None
         or row["revoked_at"] is not None
@@ -229,52 +140,47 @@ async def ingest(request: Request) -> Response:
         body = await request.body()
         if len(body) > MAX_BODY:
             raise Rejected(413, "too_large", f"the body is over {MAX_BODY} bytes")
-        events = verify(body)
-        return await commit(pool, tenant_id, key_id, events)
+        batch = verify(body, MAX_EVENTS)
+        return await commit(pool, tenant_id, key_id, batch)
     except Rejected as r:
         return problem(r.status, r.code, r.detail)
 
 
-async def commit(
-    pool: asyncpg.Pool, tenant_id: int, key_id: str, events: list[dict[str, Any]]
-) -> Response:
-    sid = events[0]["session_id"]
-    first_seq, last_seq = events[0]["seq"], events[-1]["seq"]
-    last_hash = events[-1]["hash"]
+async def commit(pool: asyncpg.Pool, tenant_id: int, key_id: str, b: Batch) -> Response:
+    sid, first_seq, last_seq, last_hash = b.session_id, b.first_seq, b.last_seq, b.last_hash
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            chain_sql.LOCK_HEAD, chain_sql.SESSION_HEAD, tenant_id, sid, key_id
-        )
+        row = await conn.fetchrow(queries.LOCK_SESSION_HEAD, SESSION_HEAD, tenant_id, sid, key_id)
+        assert row is not None
         key_live, found, *head = row
         if not key_live:
             raise Rejected(401, "unauthenticated", "the API key was revoked")
         next_seq, head_hash, last_seal = tuple(head) if found else (0, ZERO, ZERO)
         if first_seq > next_seq:
             raise Rejected(409, "seq_gap", f"the session continues at seq {next_seq}")
-        if first_seq < next_seq or events[0]["prev_hash"] != head_hash:
+        if first_seq < next_seq or b.first_prev_hash != head_hash:
             raise Rejected(409, "chain_fork", f"the stored head is {next_seq} {head_hash}")
         seal, seal_record = make_seal(sid, last_seq, first_seq, last_seal, last_hash)
         await conn.execute(
             APPEND,
             tenant_id,
             sid,
-            [*(e["seq"] for e in events), last_seq],
-            [False] * len(events) + [True],
-            [*(e["kind"] for e in events), "CHAIN_SEAL"],
-            [*(e["ts"] for e in events), seal["ts"]],
-            [*(e["hash"] for e in events), seal["hash"]],
-            [*(e["_record"] for e in events), seal_record],
+            [*b.seqs, last_seq],
+            [False] * b.count + [True],
+            [*b.kinds, "CHAIN_SEAL"],
+            [*b.ts, seal["ts"]],
+            [*b.hashes, seal["hash"]],
+            [*b.records, seal_record],
             last_seq + 1,
             last_hash,
             last_seq,
             seal["hash"],
-            events[0]["ts"] if first_seq == 0 else None,
-            events[-1]["ts"],
+            b.ts[0] if first_seq == 0 else None,
+            b.ts[-1],
         )
     return JSONResponse(
         {
             "session_id": sid,
-            "accepted": len(events),
+            "accepted": b.count,
             "duplicates": 0,
             "duplicate": False,
             "head": {"seq": last_seq, "hash": last_hash},

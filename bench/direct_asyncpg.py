@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import chain_sql
+from reference import ZERO
 
 import hashcore
+from service.storage.locks import SESSION_HEAD
+from service.storage.queries import APPEND_AT_HEAD
 
-ZERO = "0" * 64
 SEAL_TS = "2026-11-27T12:00:00.000000Z"
 
 
@@ -59,7 +60,7 @@ def build(bodies_by_session: list[list[bytes]], tenant_id: int, key_id: str) -> 
             )
             n = b.count
             args = (
-                chain_sql.SESSION_HEAD,
+                SESSION_HEAD,
                 tenant_id,
                 b.session_id,
                 key_id,
@@ -87,7 +88,7 @@ def build(bodies_by_session: list[list[bytes]], tenant_id: int, key_id: str) -> 
 
 async def commit(conn: asyncpg.Connection, c: Commit) -> None:
     """The fast path of service/storage/chains.py `append_batch`: one statement."""
-    status = await conn.fetchval(chain_sql.APPEND_AT_HEAD, *c.append_args)
+    status = await conn.fetchval(APPEND_AT_HEAD, *c.append_args)
     if status != "appended":
         raise RuntimeError(f"session {c.session_id} at seq {c.first_seq}: {status}")
 

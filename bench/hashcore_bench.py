@@ -4,137 +4,30 @@ Run on purpose (not a test), with a release build of hashcore installed:
 
     python bench/hashcore_bench.py
 
-All ratios are measured in the same run, on the same generated batches.
+All ratios are measured in the same run, on the same generated batches
+(bench/workload.py). The pure-Python baseline is bench/reference.py, the
+validator the conventional server of the ingest bench runs; it must return the
+same records as hashcore, byte for byte.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import random
-import re
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 import orjson
-import rfc8785
+import reference
+from workload import EVENTS, big_payload, client_batch, small_payload
 
 import hashcore
-
-EVENTS = 100
-ZERO = "0" * 64
-SESSION = str(uuid.UUID(int=0x0B6C5B4E8F0A4C1E9D2B3A4F5E6D7C8B))
-MEMBERS = {"session_id", "seq", "kind", "ts", "payload", "prev_hash", "hash"}
-TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-KIND_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def small_payload(rng: random.Random, i: int) -> dict[str, Any]:
-    return {
-        "tool": "search",
-        "call_id": f"call-{i:06d}",
-        "args": {"query": "weather in Zürich tomorrow", "top_k": 5, "lang": "de"},
-        "latency_ms": round(rng.uniform(1, 900), 3),
-        "ok": True,
-        "tokens": {"in": rng.randrange(10_000), "out": rng.randrange(10_000)},
-        "note": "résumé ☃ " + "x" * rng.randrange(40, 60),
-    }
-
-
-def big_payload(rng: random.Random, i: int) -> dict[str, Any]:
-    docs = [
-        {
-            "id": f"doc-{i}-{j}",
-            "score": rng.random(),
-            "title": f"Result {j} — ünïcode title",
-            "snippet": "lorem ipsum dolor sit amet " * 3,
-            "meta": {"rank": j, "tags": ["a", "b", "c"], "w": rng.uniform(-1e6, 1e6)},
-        }
-        for j in range(18)
-    ]
-    return {"tool": "retrieve", "call_id": f"call-{i:06d}", "results": docs, "ok": True}
-
-
-def make_batch(payload: Callable[[random.Random, int], dict[str, Any]], seed: int) -> bytes:
-    rng = random.Random(seed)
-    prev = ZERO
-    events = []
-    for seq in range(EVENTS):
-        ev: dict[str, Any] = {
-            "session_id": SESSION,
-            "seq": seq,
-            "kind": "tool.result",
-            "ts": f"2024-05-01T12:00:{seq % 60:02d}.{seq:06d}Z",
-            "payload": payload(rng, seq),
-            "prev_hash": prev,
-        }
-        ev["hash"] = hashlib.sha256(rfc8785.dumps(ev)).hexdigest()
-        prev = ev["hash"]
-        events.append(ev)
-    # Clients send ordinary (non-canonical) JSON: insertion order, spaces.
-    return json.dumps({"events": events}, ensure_ascii=False).encode()
-
-
-def _no_dups(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate_key")
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"literal {name}")
 
 
 def pure_python(body: bytes, max_events: int) -> list[bytes]:
     """The checks of verify_batch with json + rfc8785 + hashlib."""
-    doc = json.loads(body, object_pairs_hook=_no_dups, parse_constant=_no_constant, parse_int=float)
-    if not isinstance(doc, dict) or set(doc) != {"events"} or not isinstance(doc["events"], list):
-        raise ValueError("schema")
-    events = doc["events"]
-    if not events or len(events) > max_events:
-        raise ValueError("schema")
-    for ev in events:
-        if not isinstance(ev, dict) or set(ev) != MEMBERS:
-            raise ValueError("schema")
-        if not (
-            isinstance(ev["session_id"], str)
-            and UUID_RE.match(ev["session_id"])
-            and isinstance(ev["seq"], float)
-            and ev["seq"].is_integer()
-            and isinstance(ev["kind"], str)
-            and KIND_RE.match(ev["kind"])
-            and isinstance(ev["ts"], str)
-            and TS_RE.match(ev["ts"])
-            and isinstance(ev["payload"], dict)
-            and HEX64_RE.match(ev["prev_hash"])
-            and HEX64_RE.match(ev["hash"])
-        ):
-            raise ValueError("schema")
-    records = []
-    first = int(events[0]["seq"])
-    prev = None
-    for i, ev in enumerate(events):
-        if ev["session_id"] != events[0]["session_id"] or ev["seq"] != first + i:
-            raise ValueError("consistency")
-        given = ev.pop("hash")
-        digest = hashlib.sha256(rfc8785.dumps(ev)).hexdigest()
-        if digest != given:
-            raise ValueError("hash_mismatch")
-        if (prev is not None and ev["prev_hash"] != prev) or (
-            first + i == 0 and ev["prev_hash"] != ZERO
-        ):
-            raise ValueError("broken_link")
-        prev = digest
-        ev["hash"] = given
-        records.append(rfc8785.dumps(ev))
-    return records
+    return reference.verify(body, max_events).records
 
 
 def orjson_shortcut(body: bytes, max_events: int) -> list[str]:
@@ -194,7 +87,7 @@ def main() -> None:
     cases = [("~300 B payloads", small_payload), ("~4 KB payloads", big_payload)]
     sha_rate = openssl_sha256_bytes_per_s()
     for name, payload in cases:
-        bodies = [make_batch(payload, seed) for seed in range(5)]
+        bodies = [client_batch(payload, seed) for seed in range(5)]
         for b in bodies:
             assert native(b, 1000) == pure_python(b, 1000), "implementations disagree"
         size = sum(map(len, bodies)) / len(bodies)

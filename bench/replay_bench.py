@@ -1,9 +1,10 @@
-"""Replay throughput and the server's memory while replaying (PROTOCOL §5).
+"""Replay throughput and the server's memory while replaying (docs/protocol.md §5).
 
 Run on purpose (not a test); it stops by itself and uses loopback only:
 
     python bench/replay_bench.py            # sessions of 10k and 1M records
     python bench/replay_bench.py --quick    # 10k and 100k
+    python bench/replay_bench.py --sizes 1000 3000   # a smoke test
 
 It starts a fresh embedded PostgreSQL in a temp dir and `python -m service serve`
 as a subprocess, seeds each session straight into the tables (COPY of records
@@ -20,42 +21,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
-import psutil
+from processes import (
+    SERVICE,
+    PeakRss,
+    Postgres,
+    Server,
+    free_port,
+    fresh_postgres,
+    measured_command,
+    mib,
+    rss,
+    service_command,
+)
+from reference import ZERO
+from workload import replay_events
 
 import hashcore
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from service.storage.embedded import EmbeddedPostgres  # noqa: E402
-
-SERVICE = (sys.executable, "-m", "service")
 BATCH = 1000
 COPY_ROWS = 50_000
-ZERO = "0" * 64
 COLUMNS = ["tenant_id", "session_id", "seq", "is_seal", "kind", "ts", "hash", "record"]
 Row = tuple[int, uuid.UUID, int, bool, str, str, str, bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- seeding ---------------------------------------------------------------------
@@ -66,26 +60,8 @@ def event_stream(session_id: str, events: int, signer: hashcore.Signer) -> Itera
     sid = uuid.UUID(session_id)
     prev_hash = prev_seal = ZERO
     for first in range(0, events, BATCH):
-        batch = []
-        for seq in range(first, min(first + BATCH, events)):
-            event = {
-                "session_id": session_id,
-                "seq": seq,
-                "kind": "tool.call",
-                "ts": f"2026-11-27T10:{seq // 60_000 % 60:02d}:{seq // 1000 % 60:02d}."
-                f"{seq % 1000:03d}Z",
-                "payload": {
-                    "tool": "search",
-                    "call": seq,
-                    "args": {"query": "weather in Zürich tomorrow", "top_k": 5},
-                    "latency_ms": 12.5,
-                    "ok": True,
-                },
-                "prev_hash": prev_hash,
-            }
-            prev_hash = hashcore.sha256_hex(hashcore.canonicalize(orjson.dumps(event)))
-            event["hash"] = prev_hash
-            batch.append(event)
+        batch = replay_events(session_id, first, min(BATCH, events - first), prev_hash)
+        prev_hash = batch[-1]["hash"]
         checked = hashcore.verify_batch(orjson.dumps({"events": batch}), BATCH)
         seal = signer.seal(
             session_id,
@@ -155,33 +131,6 @@ async def seed(url: str, tenant: str, events: int, signer: hashcore.Signer) -> s
 # ---- measuring -------------------------------------------------------------------
 
 
-class PeakRss:
-    """Samples a process's RSS every few milliseconds in a thread."""
-
-    def __init__(self, pid: int, every: float = 0.005) -> None:
-        self._proc = psutil.Process(pid)
-        self._every = every
-        self._stop = threading.Event()
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self._proc.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(self._every)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 @dataclass
 class Replay:
     records: int
@@ -194,9 +143,9 @@ class Replay:
 def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
     headers = {"Authorization": f"Bearer {key}"}
     url = f"{base}/v1/sessions/{session_id}/records"
-    baseline = psutil.Process(pid).memory_info().rss
+    baseline = rss(pid)
     lines = size = 0
-    with PeakRss(pid) as rss, httpx.Client(timeout=600) as client:
+    with PeakRss(pid) as peak, httpx.Client(timeout=600) as client:
         started = time.perf_counter()
         with client.stream("GET", url, headers=headers) as response:
             response.raise_for_status()
@@ -204,7 +153,7 @@ def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
                 lines += chunk.count(b"\n")
                 size += len(chunk)
         seconds = time.perf_counter() - started
-    return Replay(lines, size, seconds, baseline, rss.peak)
+    return Replay(lines, size, seconds, baseline, peak.peak)
 
 
 async def direct_read(url: str, session_id: str, chunk: int = 2000) -> tuple[int, float]:
@@ -226,77 +175,19 @@ async def direct_read(url: str, session_id: str, chunk: int = 2000) -> tuple[int
         await conn.close()
 
 
-def timed_command(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run a `python -m service` command; its wall time, peak RSS and output."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [*SERVICE, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    with PeakRss(proc.pid, every=0.02) as rss:
-        out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{out.decode()}")
-    return time.perf_counter() - started, rss.peak, out.decode().strip().splitlines()[-1]
-
-
-def mib(n: int) -> str:
-    return f"{n / (1 << 20):,.1f} MiB"
-
-
 # ---- the run ---------------------------------------------------------------------
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"serve never became ready:\n{log.read_text()}")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="sessions of 10k and 100k")
-    args = parser.parse_args()
-    sizes = (10_000, 100_000) if args.quick else (10_000, 1_000_000)
-
-    tmp = Path(tempfile.mkdtemp(prefix="replay-bench-"))
-    pg = EmbeddedPostgres(tmp / "pg")
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        url = pg.start()
-        data_dir = tmp / "data"
-        env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = tmp / "serve.log"
-        with log.open("wb") as out:
-            server = subprocess.Popen(
-                [*SERVICE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_ready(base, server, log)
-        key = subprocess.run(
-            [*SERVICE, "keys", "create", "--tenant", "bench", "--scope", "read"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+def bench(pg: Postgres, sizes: tuple[int, ...]) -> None:
+    url, tmp = pg.dsn, pg.tmp
+    data_dir = tmp / "data"
+    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [*SERVICE, "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    with Server(argv, env, tmp / "serve.log") as server:
+        server.wait_ready(port, "/readyz")
+        key = service_command(["keys", "create", "--tenant", "bench", "--scope", "read"], env)
         # The server's own key, so that its /verify and the export's keys agree.
         signer = hashcore.Signer.from_pem((data_dir / "seal_key.pem").read_bytes())
 
@@ -337,29 +228,39 @@ def main() -> None:
 
         bundle = tmp / "bundle.ndjson"
         sid = sessions[sizes[-1]]
-        seconds, peak, _ = timed_command(["export", sid, "--out", str(bundle)], env)
+        seconds, peak, _ = measured_command(["export", sid, "--out", str(bundle)], env)
         print(
             f"export {large.records:,} records: {large.records / seconds:,.0f} records/s "
             f"({seconds:.1f} s incl. start-up), peak RSS {mib(peak)}, "
             f"bundle {mib(bundle.stat().st_size)}"
         )
         offline = {k: v for k, v in env.items() if k != "DATABASE_URL"}
-        seconds, peak, last = timed_command(["verify", str(bundle)], offline)
+        seconds, peak, last = measured_command(["verify", str(bundle)], offline)
         print(
             f"verify {large.records:,} records offline: {large.records / seconds:,.0f} "
             f"records/s ({seconds:.1f} s incl. start-up), peak RSS {mib(peak)}"
         )
         print(f"  {last[:120]}")
-    finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        pg.destroy()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sessions of 10k and 100k")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs=2,
+        metavar=("SMALL", "LARGE"),
+        help="events of the two sessions, multiples of 1000 (overrides --quick)",
+    )
+    args = parser.parse_args()
+    sizes: tuple[int, ...] = (10_000, 100_000) if args.quick else (10_000, 1_000_000)
+    if args.sizes is not None:
+        if any(n < BATCH or n % BATCH for n in args.sizes):
+            parser.error(f"--sizes must be positive multiples of {BATCH}")
+        sizes = tuple(args.sizes)
+    with fresh_postgres("replay-bench-") as pg:
+        bench(pg, sizes)
 
 
 if __name__ == "__main__":
