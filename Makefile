@@ -32,7 +32,8 @@ run: venv
 lint: venv
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
-	$(BIN)/mypy --strict service
+	$(BIN)/mypy --strict service tests bench
+	$(BIN)/python -m mypy.stubtest hashcore
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 

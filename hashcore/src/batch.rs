@@ -1,8 +1,8 @@
 //! Verification of an ingest body `{"events": [...]}` (PROTOCOL §1-§3, step 2-3).
 
-use crate::error::{BatchError, Error, JsonError, Rule, Segment};
+use crate::error::{BatchCode, BatchError, Error, JsonError, Rule, Segment};
 use crate::json::{self, Value};
-use crate::record::{self, hex_decode, hex_encode, EVENT_MEMBERS, ZERO_HASH};
+use crate::record::{self, hex_decode, hex_encode, ZERO_HASH};
 
 /// A batch that passed every check that needs no stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl Batch {
 }
 
 fn fail(
-    code: &'static str,
+    code: BatchCode,
     index: Option<usize>,
     member: Option<&str>,
     detail: String,
@@ -77,9 +77,9 @@ fn from_json_error(e: JsonError) -> Box<BatchError> {
         _ => (None, None),
     };
     let code = if e.rule == Rule::Malformed {
-        "malformed_json"
+        BatchCode::MalformedJson
     } else {
-        "json_rule"
+        BatchCode::JsonRule
     };
     Box::new(BatchError {
         code,
@@ -101,7 +101,7 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
     let (root, canon) = json::parse_shared(body, true, 4).map_err(from_json_error)?;
     let top = root.as_object().ok_or_else(|| {
         fail(
-            "schema",
+            BatchCode::Schema,
             None,
             None,
             format!("body must be an object, got {}", root.type_name()),
@@ -109,7 +109,7 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
     })?;
     if let Some((k, _)) = top.iter().find(|(k, _)| k.as_str() != "events") {
         return Err(fail(
-            "schema",
+            BatchCode::Schema,
             None,
             Some(k.as_str()),
             format!("unknown member {:?} in body", k.as_str()),
@@ -119,7 +119,7 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
         Some((_, Value::Array(events))) => events,
         Some((_, other)) => {
             return Err(fail(
-                "schema",
+                BatchCode::Schema,
                 None,
                 Some("events"),
                 format!("events must be an array, got {}", other.type_name()),
@@ -127,7 +127,7 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
         }
         None => {
             return Err(fail(
-                "schema",
+                BatchCode::Schema,
                 None,
                 Some("events"),
                 "missing member \"events\" in body".into(),
@@ -136,7 +136,7 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
     };
     if events.is_empty() {
         return Err(fail(
-            "schema",
+            BatchCode::Schema,
             None,
             Some("events"),
             "events is empty".into(),
@@ -144,39 +144,37 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
     }
     if events.len() > max_events {
         return Err(fail(
-            "too_large",
+            BatchCode::TooLarge,
             None,
             Some("events"),
             format!("{} events, at most {max_events} allowed", events.len()),
         ));
     }
 
-    let mut objects = Vec::with_capacity(events.len());
+    let mut checked = Vec::with_capacity(events.len());
     for (i, ev) in events.iter().enumerate() {
         let members = ev.as_object().ok_or_else(|| {
             fail(
-                "schema",
+                BatchCode::Schema,
                 Some(i),
                 None,
                 format!("event {i} must be an object, got {}", ev.type_name()),
             )
         })?;
-        record::check_members(members, &EVENT_MEMBERS, &record::CHECK_ORDER, "event")
-            .and_then(|()| record::check_fields(members, false))
-            .map_err(|s| {
-                Box::new(BatchError {
-                    code: s.code,
-                    index: Some(i),
-                    detail: format!("event {i}: {}", s.detail),
-                    member: s.member,
-                    expected: None,
-                    got: None,
-                })
-            })?;
-        objects.push(members);
+        let view = record::check_record(members, false).map_err(|s| {
+            Box::new(BatchError {
+                code: s.code.into(),
+                index: Some(i),
+                detail: format!("event {i}: {}", s.detail),
+                member: s.member,
+                expected: None,
+                got: None,
+            })
+        })?;
+        checked.push(view);
     }
 
-    let n = objects.len();
+    let n = checked.len();
     let mut batch = Batch {
         session_id: String::new(),
         first_prev_hash: String::new(),
@@ -189,31 +187,26 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
     };
     let mut first_seq = 0u64;
     let mut prev_hash = [0u8; 32];
-    for (i, m) in objects.iter().enumerate() {
-        // Sorted members: hash, kind, payload, prev_hash, seq, session_id, ts.
-        let text = |j: usize| m[j].1.as_str().unwrap_or_default();
-        let given_hex = text(0);
-        let given_prev = text(3);
-        let seq = record::as_seq(&m[4].1).unwrap_or(0);
-        let session_id = text(5);
+    for (i, ev) in checked.iter().enumerate() {
+        let seq = ev.seq;
         if i == 0 {
             first_seq = seq;
-            batch.session_id = session_id.to_owned();
-            batch.first_prev_hash = given_prev.to_owned();
-        } else if session_id != batch.session_id {
+            batch.session_id = ev.session_id.to_owned();
+            batch.first_prev_hash = ev.prev_hash.to_owned();
+        } else if ev.session_id != batch.session_id {
             return Err(Box::new(BatchError {
-                code: "mixed_sessions",
+                code: BatchCode::MixedSessions,
                 index: Some(i),
                 member: Some("session_id".into()),
                 detail: format!("event {i} belongs to another session than event 0"),
                 expected: Some(batch.session_id.clone()),
-                got: Some(session_id.to_owned()),
+                got: Some(ev.session_id.to_owned()),
             }));
         }
         let want_seq = first_seq + i as u64;
         if seq != want_seq {
             return Err(Box::new(BatchError {
-                code: "seq_not_contiguous",
+                code: BatchCode::SeqNotContiguous,
                 index: Some(i),
                 member: Some("seq".into()),
                 detail: format!("event {i} has seq {seq}, expected {want_seq}"),
@@ -221,30 +214,32 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
                 got: Some(seq.to_string()),
             }));
         }
-        // The record is `{"hash":"<given>",` + the hashed object minus its `{`:
-        // write it once and hash `{` + its tail in place.
+        // `hash` sorts before every other member, so the record is
+        // `{"hash":"<given>",` + the hashed object minus its `{`: write it
+        // once and hash `{` + its tail in place.
         let rec_start = batch.records.len();
         batch.records.extend_from_slice(b"{\"hash\":\"");
-        batch.records.extend_from_slice(given_hex.as_bytes());
+        batch.records.extend_from_slice(ev.hash.as_bytes());
         batch.records.extend_from_slice(b"\",");
         let tail = batch.records.len();
-        json::write_members_tail(&mut batch.records, &m[1..], &canon);
+        ev.write_hashed_members(&mut batch.records, &canon);
+        batch.records.push(b'}');
         let digest = record::sha256_parts(b"{", &batch.records[tail..]);
-        let given = hex_decode::<32>(given_hex).unwrap_or_default();
+        let given = hex_decode::<32>(ev.hash).unwrap_or_default();
         if digest != given {
             return Err(Box::new(BatchError {
-                code: "hash_mismatch",
+                code: BatchCode::HashMismatch,
                 index: Some(i),
                 member: Some("hash".into()),
                 detail: format!("event {i}: hash does not match its content"),
                 expected: Some(hex_encode(&digest)),
-                got: Some(given_hex.to_owned()),
+                got: Some(ev.hash.to_owned()),
             }));
         }
         let link_ok = if i > 0 {
-            hex_decode::<32>(given_prev) == Some(prev_hash)
+            hex_decode::<32>(ev.prev_hash) == Some(prev_hash)
         } else {
-            seq != 0 || given_prev == ZERO_HASH
+            seq != 0 || ev.prev_hash == ZERO_HASH
         };
         if !link_ok {
             let expected = if i > 0 {
@@ -253,20 +248,20 @@ fn check_batch(body: &[u8], max_events: usize) -> Result<Batch, Box<BatchError>>
                 ZERO_HASH.to_owned()
             };
             return Err(Box::new(BatchError {
-                code: "broken_link",
+                code: BatchCode::BrokenLink,
                 index: Some(i),
                 member: Some("prev_hash".into()),
                 detail: format!("event {i}: prev_hash does not match the previous hash"),
                 expected: Some(expected),
-                got: Some(given_prev.to_owned()),
+                got: Some(ev.prev_hash.to_owned()),
             }));
         }
         prev_hash = digest;
         debug_assert!(batch.records.len() > rec_start);
         batch.record_ends.push(batch.records.len());
         batch.seqs.push(seq);
-        batch.kinds.push(text(1).to_owned());
-        batch.ts.push(text(6).to_owned());
+        batch.kinds.push(ev.kind.to_owned());
+        batch.ts.push(ev.ts.to_owned());
         batch.hashes.push(digest);
     }
     Ok(batch)

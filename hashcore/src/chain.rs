@@ -5,24 +5,15 @@ use std::collections::HashMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::error::{Error, Rule};
-use crate::json::{self, JStr, Value};
+use crate::error::{Error, ProblemReason, Rule};
+use crate::json::{self, Value};
 use crate::record::{
-    self, as_seq, hex_decode, hex_encode, is_lower_hex, EVENT_MEMBERS, SEAL_KIND, SEAL_MEMBERS,
-    SEAL_PAYLOAD_MEMBERS,
+    self, as_seq, hex_decode, hex_encode, is_lower_hex, RecordView, SEAL_KIND, SEAL_PAYLOAD_MEMBERS,
 };
 use crate::seal::key_id_of;
 
-const SEAL_CHECK_ORDER: [&str; 8] = [
-    "session_id",
-    "seq",
-    "kind",
-    "ts",
-    "payload",
-    "prev_hash",
-    "hash",
-    "signature",
-];
+/// How a canonical record line starts: `hash` sorts first (§1, §5).
+const LINE_HEAD: &[u8] = b"{\"hash\":\"";
 
 /// The first thing found wrong in a stream of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +22,7 @@ pub struct Problem {
     pub line: u64,
     pub seq: Option<u64>,
     pub kind: Option<String>,
-    pub reason: &'static str,
+    pub reason: ProblemReason,
     pub detail: String,
     pub expected: Option<String>,
     pub found: Option<String>,
@@ -69,13 +60,13 @@ pub struct ChainVerifier {
 
 /// A problem before its line is known.
 struct Found {
-    reason: &'static str,
+    reason: ProblemReason,
     detail: String,
     expected: Option<String>,
     found: Option<String>,
 }
 
-fn found(reason: &'static str, detail: impl Into<String>) -> Found {
+fn found(reason: ProblemReason, detail: impl Into<String>) -> Found {
     Found {
         reason,
         detail: detail.into(),
@@ -85,7 +76,7 @@ fn found(reason: &'static str, detail: impl Into<String>) -> Found {
 }
 
 fn mismatch(
-    reason: &'static str,
+    reason: ProblemReason,
     detail: impl Into<String>,
     expected: String,
     got: String,
@@ -206,7 +197,7 @@ impl ChainVerifier {
             };
         if self.records == 0 {
             return Some(at_end(
-                "empty",
+                ProblemReason::Empty,
                 "the stream holds no record".into(),
                 None,
                 None,
@@ -217,7 +208,7 @@ impl ChainVerifier {
                 .next_seq
                 .saturating_sub(self.last_seal_seq.map_or(0, |s| s + 1));
             return Some(at_end(
-                "last_not_seal",
+                ProblemReason::LastNotSeal,
                 format!("the last record is not a seal; {uncovered} event(s) after the last seal are not covered"),
                 Some(SEAL_KIND.into()),
                 Some(self.last_kind.clone()),
@@ -226,7 +217,7 @@ impl ChainVerifier {
         let covered = self.last_seal_seq.map_or(0, |s| s + 1);
         if covered != self.next_seq {
             return Some(at_end(
-                "uncovered_events",
+                ProblemReason::UncoveredEvents,
                 format!(
                     "seals cover events up to seq {covered}, the last event has seq {}",
                     self.next_seq.saturating_sub(1)
@@ -245,11 +236,11 @@ impl ChainVerifier {
         kind_out: &mut Option<String>,
     ) -> Result<(), Found> {
         // Containers inside payloads (depth 3) are only serialized.
-        let v = json::parse_with(line, false, 3).map_err(|e| Found {
+        let (v, canon) = json::parse_shared(line, false, 3).map_err(|e| Found {
             reason: if e.rule == Rule::Malformed {
-                "malformed_json"
+                ProblemReason::MalformedJson
             } else {
-                "json_rule"
+                ProblemReason::JsonRule
             },
             detail: e.to_string(),
             expected: None,
@@ -257,41 +248,30 @@ impl ChainVerifier {
         })?;
         let m = v.as_object().ok_or_else(|| {
             found(
-                "schema",
+                ProblemReason::Schema,
                 format!("a record must be an object, got {}", v.type_name()),
             )
         })?;
+        // Known before the shape check, for the report.
         let seq = json::get(m, "seq").and_then(as_seq);
         let kind = json::get(m, "kind").and_then(Value::as_str);
         *seq_out = seq;
         *kind_out = kind.map(str::to_owned);
         let is_seal = kind == Some(SEAL_KIND);
-        let shape = if is_seal {
-            record::check_members(m, &SEAL_MEMBERS, &SEAL_CHECK_ORDER, "seal")
-        } else {
-            record::check_members(m, &EVENT_MEMBERS, &record::CHECK_ORDER, "event")
-        };
-        shape
-            .and_then(|()| record::check_fields(m, true))
-            .map_err(|s| Found {
-                reason: s.code,
-                detail: s.detail,
-                expected: None,
-                found: s.member,
-            })?;
-        // Sorted members: hash, kind, payload, prev_hash, seq, session_id, [signature,] ts.
-        let text = |j: usize| m[j].1.as_str().unwrap_or_default();
-        let seq = seq.unwrap_or(0);
-        let given_hash = text(0);
-        let session_id = text(5);
+        let rec = record::check_record(m, is_seal).map_err(|s| Found {
+            reason: s.code.into(),
+            detail: s.detail,
+            expected: None,
+            found: s.member,
+        })?;
         match &self.session_id {
-            None => self.session_id = Some(session_id.to_owned()),
-            Some(s) if s != session_id => {
+            None => self.session_id = Some(rec.session_id.to_owned()),
+            Some(s) if s != rec.session_id => {
                 return Err(mismatch(
-                    "mixed_sessions",
+                    ProblemReason::MixedSessions,
                     "the record belongs to another session than the first record",
                     s.clone(),
-                    session_id.to_owned(),
+                    rec.session_id.to_owned(),
                 ))
             }
             Some(_) => {}
@@ -299,49 +279,39 @@ impl ChainVerifier {
 
         self.scratch.clear();
         self.scratch.push(b'{');
-        for (i, (k, val)) in m.iter().enumerate().skip(1) {
-            if is_seal && i == 6 {
-                continue;
-            }
-            if i > 1 {
-                self.scratch.push(b',');
-            }
-            json::write_jstr(&mut self.scratch, k);
-            self.scratch.push(b':');
-            json::write_value(&mut self.scratch, val);
-        }
+        rec.write_hashed_members(&mut self.scratch, &canon);
         self.scratch.push(b'}');
         let digest = record::sha256(&self.scratch);
-        if hex_decode::<32>(given_hash) != Some(digest) {
+        if hex_decode::<32>(rec.hash) != Some(digest) {
             return Err(mismatch(
-                "hash_mismatch",
+                ProblemReason::HashMismatch,
                 "the record's hash does not match its content",
                 hex_encode(&digest),
-                given_hash.to_owned(),
+                rec.hash.to_owned(),
             ));
         }
-        let prev_hash = hex_decode::<32>(text(3)).unwrap_or_default();
+        let prev_hash = hex_decode::<32>(rec.prev_hash).unwrap_or_default();
 
         if is_seal {
-            self.check_seal(m, seq, digest, prev_hash)?;
+            self.check_seal(&rec, digest, prev_hash)?;
         } else {
-            if seq != self.next_seq {
+            if rec.seq != self.next_seq {
                 return Err(mismatch(
-                    "seq_gap",
+                    ProblemReason::SeqGap,
                     format!(
-                        "expected the event with seq {}, found seq {seq}",
-                        self.next_seq
+                        "expected the event with seq {}, found seq {}",
+                        self.next_seq, rec.seq
                     ),
                     self.next_seq.to_string(),
-                    seq.to_string(),
+                    rec.seq.to_string(),
                 ));
             }
             if prev_hash != self.last_event_hash {
                 return Err(mismatch(
-                    "broken_link",
+                    ProblemReason::BrokenLink,
                     "prev_hash is not the hash of the previous event",
                     hex_encode(&self.last_event_hash),
-                    text(3).to_owned(),
+                    rec.prev_hash.to_owned(),
                 ));
             }
             self.next_seq += 1;
@@ -349,26 +319,25 @@ impl ChainVerifier {
             self.last_event_hash = digest;
             self.last_was_seal = false;
         }
-        self.last_seq = Some(seq);
+        self.last_seq = Some(rec.seq);
         self.last_kind.clear();
-        self.last_kind.push_str(text(1));
+        self.last_kind.push_str(rec.kind);
 
         // Replay promises canonical lines; the hash above was taken on the parsed value.
         let canonical = if is_seal {
             let mut full = Vec::with_capacity(line.len());
-            json::write_members(&mut full, m);
+            json::write_members_in(&mut full, m, &canon);
             full == line
         } else {
-            let head = b"{\"hash\":\"";
-            line.len() == head.len() + 66 + self.scratch.len() - 1
-                && line.starts_with(head)
-                && &line[head.len()..head.len() + 64] == given_hash.as_bytes()
-                && &line[head.len() + 64..head.len() + 66] == b"\","
-                && line[head.len() + 66..] == self.scratch[1..]
+            // An event's line is `{"hash":"<hash>",` + the hashed object minus its `{`.
+            line.strip_prefix(LINE_HEAD)
+                .and_then(|r| r.strip_prefix(rec.hash.as_bytes()))
+                .and_then(|r| r.strip_prefix(b"\","))
+                == self.scratch.get(1..)
         };
         if !canonical {
             return Err(found(
-                "not_canonical",
+                ProblemReason::NotCanonical,
                 "the line is not the JCS serialization of its record",
             ));
         }
@@ -377,12 +346,12 @@ impl ChainVerifier {
 
     fn check_seal(
         &mut self,
-        m: &[(JStr<'_>, Value<'_>)],
-        seq: u64,
+        rec: &RecordView<'_, '_>,
         digest: [u8; 32],
         prev_hash: [u8; 32],
     ) -> Result<(), Found> {
-        let payload = m[2].1.as_object().unwrap_or_default();
+        let seq = rec.seq;
+        let payload = rec.payload.as_object().unwrap_or_default();
         record::check_members(
             payload,
             &SEAL_PAYLOAD_MEMBERS,
@@ -390,35 +359,49 @@ impl ChainVerifier {
             "seal payload",
         )
         .map_err(|s| Found {
-            reason: "schema",
+            reason: ProblemReason::Schema,
             detail: s.detail,
             expected: None,
             found: s.member.map(|x| format!("payload.{x}")),
         })?;
-        let first_seq = as_seq(&payload[0].1).ok_or_else(|| {
+        let first_seq = json::get(payload, "first_seq")
+            .and_then(as_seq)
+            .ok_or_else(|| {
+                found(
+                    ProblemReason::Schema,
+                    "payload.first_seq must be an integer in 0..2^53-1",
+                )
+            })?;
+        let key_id = json::get(payload, "key_id")
+            .and_then(Value::as_str)
+            .filter(|s| is_lower_hex(s, 16))
+            .ok_or_else(|| {
+                found(
+                    ProblemReason::Schema,
+                    "payload.key_id must be 16 lowercase hex chars",
+                )
+            })?;
+        let prev_seal_hex = json::get(payload, "prev_seal")
+            .and_then(Value::as_str)
+            .filter(|s| is_lower_hex(s, 64))
+            .ok_or_else(|| {
+                found(
+                    ProblemReason::Schema,
+                    "payload.prev_seal must be 64 lowercase hex chars",
+                )
+            })?;
+        let signature_hex = rec.signature.unwrap_or_default();
+        let signature = hex_decode::<64>(signature_hex).ok_or_else(|| {
             found(
-                "schema",
-                "payload.first_seq must be an integer in 0..2^53-1",
+                ProblemReason::Schema,
+                "signature must be 128 lowercase hex chars",
             )
         })?;
-        let key_id = payload[1]
-            .1
-            .as_str()
-            .filter(|s| is_lower_hex(s, 16))
-            .ok_or_else(|| found("schema", "payload.key_id must be 16 lowercase hex chars"))?;
-        let prev_seal_hex = payload[2]
-            .1
-            .as_str()
-            .filter(|s| is_lower_hex(s, 64))
-            .ok_or_else(|| found("schema", "payload.prev_seal must be 64 lowercase hex chars"))?;
-        let signature_hex = m[6].1.as_str().unwrap_or_default();
-        let signature = hex_decode::<64>(signature_hex)
-            .ok_or_else(|| found("schema", "signature must be 128 lowercase hex chars"))?;
 
         let want_first = self.last_seal_seq.map_or(0, |s| s + 1);
         if self.events == 0 || self.next_seq <= want_first {
             return Err(mismatch(
-                "seal_coverage",
+                ProblemReason::SealCoverage,
                 "the seal covers no event that is not already covered",
                 format!("an event with seq {want_first} before the seal"),
                 format!("seal at seq {seq}"),
@@ -427,7 +410,7 @@ impl ChainVerifier {
         let last_event = self.next_seq - 1;
         if seq != last_event {
             return Err(mismatch(
-                "seal_coverage",
+                ProblemReason::SealCoverage,
                 format!("the seal's seq must be the seq of the last event ({last_event})"),
                 last_event.to_string(),
                 seq.to_string(),
@@ -435,7 +418,7 @@ impl ChainVerifier {
         }
         if first_seq != want_first {
             return Err(mismatch(
-                "seal_coverage",
+                ProblemReason::SealCoverage,
                 format!("payload.first_seq must follow the previous seal (seq {want_first})"),
                 want_first.to_string(),
                 first_seq.to_string(),
@@ -443,7 +426,7 @@ impl ChainVerifier {
         }
         if prev_hash != self.last_event_hash {
             return Err(mismatch(
-                "seal_prev_hash",
+                ProblemReason::SealPrevHash,
                 format!("the seal's prev_hash is not the hash of the event at seq {seq}"),
                 hex_encode(&self.last_event_hash),
                 hex_encode(&prev_hash),
@@ -451,7 +434,7 @@ impl ChainVerifier {
         }
         if hex_decode::<32>(prev_seal_hex) != Some(self.prev_seal) {
             return Err(mismatch(
-                "seal_link",
+                ProblemReason::SealLink,
                 "payload.prev_seal is not the hash of the previous seal",
                 hex_encode(&self.prev_seal),
                 prev_seal_hex.to_owned(),
@@ -459,7 +442,7 @@ impl ChainVerifier {
         }
         let Some(vk) = self.keys.get(key_id) else {
             return Err(mismatch(
-                "unknown_key",
+                ProblemReason::UnknownKey,
                 format!("no public key with key_id {key_id}"),
                 "a known key_id".into(),
                 key_id.to_owned(),
@@ -470,7 +453,7 @@ impl ChainVerifier {
             .is_err()
         {
             return Err(mismatch(
-                "bad_signature",
+                ProblemReason::BadSignature,
                 format!("the signature does not verify under key {key_id}"),
                 format!("a valid Ed25519 signature by {key_id}"),
                 signature_hex.to_owned(),

@@ -2,29 +2,82 @@
 
 use std::fmt;
 
-/// Which rule of PROTOCOL §2 (or plain JSON syntax) a text broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    Malformed,
-    Utf8,
-    LoneSurrogate,
-    DuplicateKey,
-    NumberOverflow,
-    IntegerRange,
-    Depth,
+/// A fieldless enum of wire codes: `as_str()` is the code, `ALL` lists them.
+macro_rules! codes {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            /// Every code, in documentation order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl Rule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Malformed => "malformed_json",
-            Rule::Utf8 => "utf8",
-            Rule::LoneSurrogate => "lone_surrogate",
-            Rule::DuplicateKey => "duplicate_key",
-            Rule::NumberOverflow => "number_overflow",
-            Rule::IntegerRange => "integer_range",
-            Rule::Depth => "depth",
-        }
+codes! {
+    /// Which rule of PROTOCOL §2 (or plain JSON syntax) a text broke.
+    Rule {
+        Malformed => "malformed_json",
+        Utf8 => "utf8",
+        LoneSurrogate => "lone_surrogate",
+        DuplicateKey => "duplicate_key",
+        NumberOverflow => "number_overflow",
+        IntegerRange => "integer_range",
+        Depth => "depth",
+    }
+}
+
+codes! {
+    /// Why an ingest batch was rejected (`BatchError.code`, PROTOCOL §3).
+    BatchCode {
+        MalformedJson => "malformed_json",
+        JsonRule => "json_rule",
+        Schema => "schema",
+        TooLarge => "too_large",
+        ReservedKind => "reserved_kind",
+        MixedSessions => "mixed_sessions",
+        SeqNotContiguous => "seq_not_contiguous",
+        HashMismatch => "hash_mismatch",
+        BrokenLink => "broken_link",
+    }
+}
+
+codes! {
+    /// Why a chain failed the auditor's check (`Problem.reason`, PROTOCOL §6).
+    ProblemReason {
+        MalformedJson => "malformed_json",
+        JsonRule => "json_rule",
+        Schema => "schema",
+        ReservedKind => "reserved_kind",
+        MixedSessions => "mixed_sessions",
+        HashMismatch => "hash_mismatch",
+        SeqGap => "seq_gap",
+        BrokenLink => "broken_link",
+        SealCoverage => "seal_coverage",
+        SealPrevHash => "seal_prev_hash",
+        SealLink => "seal_link",
+        UnknownKey => "unknown_key",
+        BadSignature => "bad_signature",
+        NotCanonical => "not_canonical",
+        Empty => "empty",
+        LastNotSeal => "last_not_seal",
+        UncoveredEvents => "uncovered_events",
     }
 }
 
@@ -108,7 +161,7 @@ pub fn format_path(segments: &[Segment]) -> String {
 /// A batch failed one of the checks of PROTOCOL §1-§3 (see `batch.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchError {
-    pub code: &'static str,
+    pub code: BatchCode,
     pub index: Option<usize>,
     pub member: Option<String>,
     pub detail: String,

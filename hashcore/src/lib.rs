@@ -18,8 +18,9 @@ mod python;
 
 pub use batch::{verify_batch, Batch};
 pub use chain::{ChainReport, ChainVerifier, Problem};
-pub use error::{BatchError, Error, JsonError, Rule};
+pub use error::{BatchCode, BatchError, Error, JsonError, ProblemReason, Rule};
 pub use json::canonicalize;
+pub use record::RecordView;
 pub use seal::{Seal, Signer};
 
 /// Lowercase hex SHA-256.

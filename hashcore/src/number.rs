@@ -15,6 +15,19 @@ pub fn parse_f64(literal: &[u8]) -> Option<f64> {
     f.is_finite().then_some(f)
 }
 
+/// The double an integer literal (digits only, no sign) denotes, if JCS
+/// writes that double with exactly these digits (PROTOCOL §2): then no
+/// sender's integer silently changes on the way to a double and back.
+pub fn integer_as_written(digits: &[u8]) -> Option<f64> {
+    // JCS writes doubles from 1e21 up in exponent form: longer literals never match.
+    if digits.len() > 21 {
+        return None;
+    }
+    let f = parse_f64(digits)?;
+    let mut buf = ryu_js::Buffer::new();
+    (buf.format(f).as_bytes() == digits).then_some(f)
+}
+
 /// Powers of ten that are exact doubles.
 pub(crate) const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,

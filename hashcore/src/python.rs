@@ -7,9 +7,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::error::Error;
+use crate::error::{BatchCode, Error, ProblemReason};
 use crate::record::hex_encode;
 use crate::{batch, chain, json, seal};
 
@@ -48,7 +48,7 @@ impl From<Error> for PyErr {
                     let err = BatchError::new_err(e.to_string());
                     let v = err.value(py);
                     let set = v
-                        .setattr("code", b.code)
+                        .setattr("code", b.code.as_str())
                         .and_then(|()| v.setattr("index", b.index))
                         .and_then(|()| v.setattr("member", b.member.as_deref()))
                         .and_then(|()| v.setattr("detail", b.detail.as_str()))
@@ -332,7 +332,7 @@ fn report_to_py(py: Python<'_>, r: chain::ChainReport) -> PyResult<PyChainReport
                 line: p.line,
                 seq: p.seq,
                 kind: p.kind,
-                reason: p.reason,
+                reason: p.reason.as_str(),
                 detail: p.detail,
                 expected: p.expected,
                 found: p.found,
@@ -451,6 +451,15 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("JsonRuleError", py.get_type::<JsonRuleError>())?;
     m.add("BatchError", py.get_type::<BatchError>())?;
+    // Every value `BatchError.code` and `Problem.reason` can take, for the service's mappings.
+    m.add(
+        "BATCH_ERROR_CODES",
+        PyTuple::new(py, BatchCode::ALL.iter().map(|c| c.as_str()))?,
+    )?;
+    m.add(
+        "CHAIN_PROBLEM_REASONS",
+        PyTuple::new(py, ProblemReason::ALL.iter().map(|r| r.as_str()))?,
+    )?;
     m.add_function(wrap_pyfunction!(sha256_hex, m)?)?;
     m.add_function(wrap_pyfunction!(canonicalize, m)?)?;
     m.add_function(wrap_pyfunction!(verify_batch, m)?)?;

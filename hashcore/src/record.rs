@@ -3,7 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::json::{cmp_utf16, JStr, Value, MAX_SAFE_INTEGER};
+use crate::error::{BatchCode, ProblemReason};
+use crate::json::{self, cmp_utf16, Member, Value, MAX_SAFE_INTEGER};
 
 /// An event's members, in JCS (sorted) order.
 pub const EVENT_MEMBERS: [&str; 7] = [
@@ -38,14 +39,49 @@ pub const CHECK_ORDER: [&str; 7] = [
     "prev_hash",
     "hash",
 ];
+/// `CHECK_ORDER` for a seal.
+pub const SEAL_CHECK_ORDER: [&str; 8] = [
+    "session_id",
+    "seq",
+    "kind",
+    "ts",
+    "payload",
+    "prev_hash",
+    "hash",
+    "signature",
+];
 pub const SEAL_KIND: &str = "CHAIN_SEAL";
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Which rule of §1 a record broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeFault {
+    Schema,
+    ReservedKind,
+}
+
+impl From<ShapeFault> for BatchCode {
+    fn from(f: ShapeFault) -> Self {
+        match f {
+            ShapeFault::Schema => BatchCode::Schema,
+            ShapeFault::ReservedKind => BatchCode::ReservedKind,
+        }
+    }
+}
+
+impl From<ShapeFault> for ProblemReason {
+    fn from(f: ShapeFault) -> Self {
+        match f {
+            ShapeFault::Schema => ProblemReason::Schema,
+            ShapeFault::ReservedKind => ProblemReason::ReservedKind,
+        }
+    }
+}
 
 /// Why a record does not have the shape of §1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShapeError {
-    /// `schema` or `reserved_kind`.
-    pub code: &'static str,
+    pub code: ShapeFault,
     pub member: Option<String>,
     pub detail: String,
 }
@@ -53,9 +89,43 @@ pub struct ShapeError {
 impl ShapeError {
     fn schema(member: &str, detail: impl Into<String>) -> Self {
         ShapeError {
-            code: "schema",
+            code: ShapeFault::Schema,
             member: Some(member.to_owned()),
             detail: detail.into(),
+        }
+    }
+}
+
+/// The members of a record that passed the checks of §1, by name.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'v, 'a> {
+    pub session_id: &'v str,
+    pub seq: u64,
+    pub kind: &'v str,
+    pub ts: &'v str,
+    pub payload: &'v Value<'a>,
+    pub prev_hash: &'v str,
+    pub hash: &'v str,
+    /// A seal's signature, not yet checked; `None` for an event.
+    pub signature: Option<&'v str>,
+    /// All members, in JCS order.
+    pub members: &'v [Member<'a>],
+}
+
+impl RecordView<'_, '_> {
+    /// Appends the members that `hash` covers (all but `hash` and
+    /// `signature`, §1), comma-separated, without braces.
+    pub fn write_hashed_members(&self, out: &mut Vec<u8>, canon: &[u8]) {
+        let mut first = true;
+        for (k, v) in self.members {
+            if matches!(k.as_str(), "hash" | "signature") {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            json::write_member(out, k, v, canon);
         }
     }
 }
@@ -196,7 +266,7 @@ pub fn as_seq(v: &Value<'_>) -> Option<u64> {
 /// Checks that an object has exactly `expected` (sorted) members; reports the
 /// first unknown member, else the first missing one in `report_order`.
 pub fn check_members(
-    members: &[(JStr<'_>, Value<'_>)],
+    members: &[Member<'_>],
     expected: &[&str],
     report_order: &[&str],
     what: &str,
@@ -242,13 +312,27 @@ fn string_member<'v>(v: &'v Value<'_>, member: &str) -> Result<&'v str, ShapeErr
     })
 }
 
-/// Checks the types and rules of §1 on a record whose members are exactly
-/// `EVENT_MEMBERS` (plus `signature` for a seal, checked by the caller).
-/// `members` is sorted, so lookups go by name.
-pub fn check_fields(
-    members: &[(JStr<'_>, Value<'_>)],
+/// Checks the members of an event (`seal`: a seal) against §1: exactly the
+/// expected names, then their types and rules.
+pub fn check_record<'v, 'a>(
+    members: &'v [Member<'a>],
+    seal: bool,
+) -> Result<RecordView<'v, 'a>, ShapeError> {
+    if seal {
+        check_members(members, &SEAL_MEMBERS, &SEAL_CHECK_ORDER, "seal")?;
+    } else {
+        check_members(members, &EVENT_MEMBERS, &CHECK_ORDER, "event")?;
+    }
+    check_fields(members, seal)
+}
+
+/// Checks the types and rules of §1, in `CHECK_ORDER`, on a record whose
+/// members are exactly `EVENT_MEMBERS` (plus `signature` for a seal,
+/// checked by the caller).
+pub fn check_fields<'v, 'a>(
+    members: &'v [Member<'a>],
     allow_seal_kind: bool,
-) -> Result<(), ShapeError> {
+) -> Result<RecordView<'v, 'a>, ShapeError> {
     // At most eight members: a linear scan by equality beats a binary
     // search by UTF-16 order.
     let field = |name: &str| {
@@ -256,72 +340,76 @@ pub fn check_fields(
             .iter()
             .find(|(k, _)| k.as_str() == name)
             .map(|(_, v)| v)
+            .ok_or_else(|| ShapeError::schema(name, format!("missing member {name:?}")))
     };
-    for name in CHECK_ORDER {
-        let Some(v) = field(name) else {
-            return Err(ShapeError::schema(name, format!("missing member {name:?}")));
-        };
-        match name {
-            "session_id" => {
-                let s = string_member(v, name)?;
-                if !is_uuid(s) {
-                    return Err(ShapeError::schema(
-                        name,
-                        format!("session_id must be a lowercase hyphenated UUID, got {s:?}"),
-                    ));
-                }
-            }
-            "seq" => {
-                if as_seq(v).is_none() {
-                    return Err(ShapeError::schema(
-                        name,
-                        "seq must be an integer in 0..2^53-1",
-                    ));
-                }
-            }
-            "kind" => {
-                let s = string_member(v, name)?;
-                if !is_kind(s) {
-                    return Err(ShapeError::schema(
-                        name,
-                        "kind must be 1-128 chars of [A-Za-z0-9_.:/-]",
-                    ));
-                }
-                if s.starts_with("CHAIN_") && !(allow_seal_kind && s == SEAL_KIND) {
-                    return Err(ShapeError {
-                        code: "reserved_kind",
-                        member: Some(name.to_owned()),
-                        detail: format!("kind {s:?} is reserved for the server"),
-                    });
-                }
-            }
-            "ts" => {
-                let s = string_member(v, name)?;
-                if !is_ts(s) {
-                    return Err(ShapeError::schema(
-                        name,
-                        format!("ts must be RFC 3339 UTC YYYY-MM-DDTHH:MM:SS[.f]Z, got {s:?}"),
-                    ));
-                }
-            }
-            "payload" => {
-                if !v.is_object() {
-                    return Err(ShapeError::schema(
-                        name,
-                        format!("payload must be an object, got {}", v.type_name()),
-                    ));
-                }
-            }
-            _ => {
-                let s = string_member(v, name)?;
-                if !is_lower_hex(s, 64) {
-                    return Err(ShapeError::schema(
-                        name,
-                        format!("{name} must be 64 lowercase hex chars"),
-                    ));
-                }
-            }
+    let hex64 = |name: &str| {
+        let s = string_member(field(name)?, name)?;
+        if is_lower_hex(s, 64) {
+            Ok(s)
+        } else {
+            Err(ShapeError::schema(
+                name,
+                format!("{name} must be 64 lowercase hex chars"),
+            ))
         }
+    };
+
+    let session_id = string_member(field("session_id")?, "session_id")?;
+    if !is_uuid(session_id) {
+        return Err(ShapeError::schema(
+            "session_id",
+            format!("session_id must be a lowercase hyphenated UUID, got {session_id:?}"),
+        ));
     }
-    Ok(())
+    let seq = as_seq(field("seq")?)
+        .ok_or_else(|| ShapeError::schema("seq", "seq must be an integer in 0..2^53-1"))?;
+    let kind = string_member(field("kind")?, "kind")?;
+    if !is_kind(kind) {
+        return Err(ShapeError::schema(
+            "kind",
+            "kind must be 1-128 chars of [A-Za-z0-9_.:/-]",
+        ));
+    }
+    if kind.starts_with("CHAIN_") && !(allow_seal_kind && kind == SEAL_KIND) {
+        return Err(ShapeError {
+            code: ShapeFault::ReservedKind,
+            member: Some("kind".to_owned()),
+            detail: format!("kind {kind:?} is reserved for the server"),
+        });
+    }
+    let ts = string_member(field("ts")?, "ts")?;
+    if !is_ts(ts) {
+        return Err(ShapeError::schema(
+            "ts",
+            format!("ts must be RFC 3339 UTC YYYY-MM-DDTHH:MM:SS[.f]Z, got {ts:?}"),
+        ));
+    }
+    let payload = field("payload")?;
+    if !payload.is_object() {
+        return Err(ShapeError::schema(
+            "payload",
+            format!("payload must be an object, got {}", payload.type_name()),
+        ));
+    }
+    let prev_hash = hex64("prev_hash")?;
+    let hash = hex64("hash")?;
+    let signature = if kind == SEAL_KIND {
+        members
+            .iter()
+            .find(|(k, _)| k.as_str() == "signature")
+            .and_then(|(_, v)| v.as_str())
+    } else {
+        None
+    };
+    Ok(RecordView {
+        session_id,
+        seq,
+        kind,
+        ts,
+        payload,
+        prev_hash,
+        hash,
+        signature,
+        members,
+    })
 }

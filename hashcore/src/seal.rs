@@ -112,6 +112,7 @@ impl Signer {
             (k("key_id"), s(&self.key_id)),
             (k("prev_seal"), s(prev_seal)),
         ]);
+        // In JCS order; `hash` and `signature` are added and sorted in below.
         let mut members = vec![
             (k("kind"), s(SEAL_KIND)),
             (k("payload"), payload),
@@ -125,8 +126,9 @@ impl Signer {
         let digest = record::sha256(&hashed);
         let signature = hex_encode(&self.key.sign(&digest).to_bytes());
         let hash = hex_encode(&digest);
-        members.insert(0, (k("hash"), s(&hash)));
-        members.insert(6, (k("signature"), s(&signature)));
+        members.push((k("hash"), s(&hash)));
+        members.push((k("signature"), s(&signature)));
+        members.sort_unstable_by(|a, b| json::cmp_utf16(a.0.as_str(), b.0.as_str()));
         let mut rec = Vec::with_capacity(hashed.len() + 256);
         json::write_members(&mut rec, &members);
         Ok(Seal {

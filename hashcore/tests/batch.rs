@@ -3,11 +3,11 @@
 mod common;
 
 use common::{batch_body, event, events, SID, ZERO};
-use hashcore::{verify_batch, Error};
+use hashcore::{verify_batch, BatchCode, Error};
 
 fn code_of(body: &[u8]) -> (String, Option<usize>, Option<String>) {
     match verify_batch(body, 1000) {
-        Err(Error::Batch(b)) => (b.code.to_owned(), b.index, b.member),
+        Err(Error::Batch(b)) => (b.code.as_str().to_owned(), b.index, b.member),
         Err(other) => panic!("not a batch error: {other}"),
         Ok(_) => panic!("accepted {}", String::from_utf8_lossy(body)),
     }
@@ -65,8 +65,42 @@ fn parse_errors() {
         code_of(&deep),
         ("json_rule".into(), Some(1), Some("payload".into()))
     );
-    let big = replace_in(&texts, 0, r#""n":0"#, r#""n":9007199254740992"#);
+    let big = replace_in(&texts, 0, r#""n":0"#, r#""n":9007199254740993"#);
     assert_eq!(code_of(&big).0, "json_rule");
+}
+
+/// PROTOCOL §2: above 2^53-1, an integer literal passes only as JCS writes its double.
+#[test]
+fn large_integer_literals() {
+    let overflow = format!("1{}", "0".repeat(400));
+    for n in [
+        "9007199254740993",
+        "-9007199254740993",
+        "1152921504606846976",
+        "-1152921504606846976",
+        "123456789012345678901234567890",
+        &overflow,
+    ] {
+        let (texts, _) = events(0, 1, ZERO);
+        let body = replace_in(&texts, 0, r#""n":0"#, &format!(r#""n":{n}"#));
+        assert_eq!(
+            code_of(&body),
+            ("json_rule".into(), Some(0), Some("payload".into())),
+            "{n}"
+        );
+    }
+    for n in [
+        "374956584419848800",
+        "9007199254740992",
+        "-9007199254740992",
+        "-374956584419848800",
+        "100000000000000000000",
+    ] {
+        let (text, _) = event(0, ZERO, &format!(r#"{{"n":{n}}}"#));
+        let b = verify_batch(&batch_body(&[text]), 1).unwrap_or_else(|e| panic!("{n}: {e}"));
+        let record = String::from_utf8(b.record(0).to_vec()).expect("utf8");
+        assert!(record.contains(&format!(r#"{{"n":{n}}}"#)), "{record}");
+    }
 }
 
 #[test]
@@ -81,7 +115,9 @@ fn schema_errors() {
     assert_eq!(code_of(br#"{"events":[]}"#).0, "schema");
     assert_eq!(code_of(br#"{}"#).0, "schema");
     let body = batch_body(&texts);
-    assert!(matches!(verify_batch(&body, 2), Err(Error::Batch(b)) if b.code == "too_large"));
+    assert!(
+        matches!(verify_batch(&body, 2), Err(Error::Batch(b)) if b.code == BatchCode::TooLarge)
+    );
     assert_eq!(
         code_of(&batch_body(&["1".into()])),
         ("schema".into(), Some(0), None)
@@ -174,7 +210,7 @@ fn consistency_errors() {
     let tampered = replace_in(&texts, 3, "hello", "hellO");
     match verify_batch(&tampered, 10) {
         Err(Error::Batch(b)) => {
-            assert_eq!((b.code, b.index), ("hash_mismatch", Some(3)));
+            assert_eq!((b.code, b.index), (BatchCode::HashMismatch, Some(3)));
             assert_eq!(b.got.as_deref(), Some(hashes[3].as_str()));
             assert_ne!(b.expected.as_deref(), Some(hashes[3].as_str()));
         }
@@ -186,11 +222,24 @@ fn consistency_errors() {
     let body = batch_body(&[texts[0].clone(), texts[1].clone(), forged]);
     match verify_batch(&body, 10) {
         Err(Error::Batch(b)) => {
-            assert_eq!((b.code, b.index), ("broken_link", Some(2)));
+            assert_eq!((b.code, b.index), (BatchCode::BrokenLink, Some(2)));
             assert_eq!(b.expected.as_deref(), Some(hashes[1].as_str()));
         }
         other => panic!("{other:?}"),
     }
     let (first, _) = event(0, &"ab".repeat(32), r#"{}"#);
     assert_eq!(code_of(&batch_body(&[first])).0, "broken_link");
+}
+
+#[test]
+fn code_lists_are_unique() {
+    use hashcore::ProblemReason;
+    let batch: Vec<&str> = BatchCode::ALL.iter().map(|c| c.as_str()).collect();
+    let chain: Vec<&str> = ProblemReason::ALL.iter().map(|r| r.as_str()).collect();
+    for codes in [batch, chain] {
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), codes.len(), "{codes:?}");
+    }
 }

@@ -25,7 +25,7 @@ fn reason(lines: &[Vec<u8>], signers: &[&Signer]) -> (String, u64) {
     let r = check(lines, signers);
     let p = r.problem.unwrap_or_else(|| panic!("chain accepted"));
     assert!(!r.ok);
-    (p.reason.to_owned(), p.line)
+    (p.reason.as_str().to_owned(), p.line)
 }
 
 #[test]

@@ -67,8 +67,12 @@ fn ijson_rules_rejected_with_rule_and_path() {
         (br#"{"b":1,"a":2,"\u0062":3}"#, Rule::DuplicateKey, "$.b"),
         (br#"[1e309]"#, Rule::NumberOverflow, "$[0]"),
         (br#"-1.8e308"#, Rule::NumberOverflow, "$"),
-        (br#"{"n":9007199254740992}"#, Rule::IntegerRange, "$.n"),
-        (br#"-9007199254740992"#, Rule::IntegerRange, "$"),
+        (br#"{"n":9007199254740993}"#, Rule::IntegerRange, "$.n"),
+        (br#"-9007199254740993"#, Rule::IntegerRange, "$"),
+        (br#"[1152921504606846976]"#, Rule::IntegerRange, "$[0]"),
+        (br#"-1152921504606846976"#, Rule::IntegerRange, "$"),
+        (br#"100000000000000000001"#, Rule::IntegerRange, "$"),
+        (br#"1000000000000000000000"#, Rule::IntegerRange, "$"),
         (
             br#"123456789012345678901234567890"#,
             Rule::IntegerRange,
@@ -95,6 +99,17 @@ fn ijson_rules_rejected_with_rule_and_path() {
 }
 
 #[test]
+fn large_integer_literal_that_overflows_a_double() {
+    let huge = format!("1{}", "0".repeat(400));
+    assert_eq!(rule_of(huge.as_bytes()).0, Rule::IntegerRange);
+    assert_eq!(rule_of(format!("-{huge}").as_bytes()).0, Rule::IntegerRange);
+    // The auditor reads every integer as a double: only an overflow fails.
+    assert!(hashcore::json::parse_doubles(b"9007199254740993").is_ok());
+    let err = hashcore::json::parse_doubles(huge.as_bytes()).expect_err("overflow");
+    assert_eq!(err.rule, Rule::NumberOverflow);
+}
+
+#[test]
 fn depth_64_ok_65_rejected() {
     let ok = format!("{}{{\"a\":1}}{}", "[".repeat(63), "]".repeat(63));
     assert!(canonicalize(ok.as_bytes()).is_ok());
@@ -113,6 +128,17 @@ fn accepted_edge_values() {
         ),
         ("9007199254740991", "9007199254740991"),
         ("-9007199254740991", "-9007199254740991"),
+        // Above 2^53-1: exactly as JCS writes the double (PROTOCOL §2).
+        ("9007199254740992", "9007199254740992"),
+        ("-9007199254740992", "-9007199254740992"),
+        ("374956584419848800", "374956584419848800"),
+        ("[-374956584419848800]", "[-374956584419848800]"),
+        ("1152921504606847000", "1152921504606847000"),
+        ("100000000000000000000", "100000000000000000000"),
+        (
+            "{\"n\":18446744073709552000}",
+            "{\"n\":18446744073709552000}",
+        ),
         ("-0", "0"),
         ("-0.0e5", "0"),
         ("374956584419848800.0", "374956584419848800"),
@@ -150,5 +176,22 @@ fn keys_sort_by_utf16_code_units() {
     assert_eq!(
         String::from_utf8(got).expect("utf8"),
         "{\"a\":3,\"\u{1f600}\":2,\"\u{e000}\":1}"
+    );
+}
+
+#[test]
+fn integer_as_written_examples() {
+    use hashcore::number::integer_as_written;
+    assert_eq!(
+        integer_as_written(b"374956584419848800"),
+        Some(3.749565844198488e17)
+    );
+    assert_eq!(integer_as_written(b"9007199254740992"), Some(2f64.powi(53)));
+    // Their doubles are written 9007199254740992 and 1152921504606847000.
+    assert_eq!(integer_as_written(b"9007199254740993"), None);
+    assert_eq!(integer_as_written(b"1152921504606846976"), None);
+    assert_eq!(
+        integer_as_written(b"1152921504606847000"),
+        Some(2f64.powi(60))
     );
 }

@@ -5,6 +5,8 @@ See PROTOCOL.md §1-§4 and §6 for the rules these functions enforce.
 """
 
 from hashcore._hashcore import (
+    BATCH_ERROR_CODES,
+    CHAIN_PROBLEM_REASONS,
     Batch,
     BatchError,
     ChainReport,
@@ -20,6 +22,8 @@ from hashcore._hashcore import (
 )
 
 __all__ = [
+    "BATCH_ERROR_CODES",
+    "CHAIN_PROBLEM_REASONS",
     "Batch",
     "BatchError",
     "ChainReport",

@@ -1,7 +1,29 @@
 """Type stubs for the native module `hashcore._hashcore`."""
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import final
+from typing import Final, Self, final
+
+__all__ = [
+    "BATCH_ERROR_CODES",
+    "CHAIN_PROBLEM_REASONS",
+    "Batch",
+    "BatchError",
+    "ChainReport",
+    "ChainVerifier",
+    "JsonRuleError",
+    "Problem",
+    "Seal",
+    "Signer",
+    "canonicalize",
+    "sha256_hex",
+    "verify_batch",
+    "verify_chain",
+]
+
+BATCH_ERROR_CODES: Final[tuple[str, ...]]
+"""Every value ``BatchError.code`` can take, in PROTOCOL §3 order."""
+CHAIN_PROBLEM_REASONS: Final[tuple[str, ...]]
+"""Every value ``Problem.reason`` can take."""
 
 class JsonRuleError(ValueError):
     """A JSON text broke a rule of PROTOCOL §2."""
@@ -16,8 +38,7 @@ class BatchError(ValueError):
     """An ingest batch was rejected."""
 
     code: str
-    """malformed_json, json_rule, schema, too_large, reserved_kind,
-    mixed_sessions, seq_not_contiguous, hash_mismatch or broken_link."""
+    """One of ``BATCH_ERROR_CODES``."""
     index: int | None
     member: str | None
     detail: str
@@ -84,7 +105,7 @@ class Seal:
 class Signer:
     """An Ed25519 seal signer."""
 
-    def __init__(self, seed: bytes) -> None:
+    def __new__(cls, seed: bytes) -> Self:
         """From a 32-byte Ed25519 seed; ValueError otherwise."""
     @staticmethod
     def from_pem(pem: bytes) -> Signer:
@@ -120,7 +141,8 @@ class Problem:
     @property
     def kind(self) -> str | None: ...
     @property
-    def reason(self) -> str: ...
+    def reason(self) -> str:
+        """One of ``CHAIN_PROBLEM_REASONS``."""
     @property
     def detail(self) -> str: ...
     @property
@@ -149,7 +171,7 @@ class ChainReport:
 class ChainVerifier:
     """The streaming auditor check of PROTOCOL §6."""
 
-    def __init__(self, public_keys: Mapping[str, bytes]) -> None:
+    def __new__(cls, public_keys: Mapping[str, bytes]) -> Self:
         """``public_keys``: key_id -> raw 32-byte Ed25519 public key."""
     def feed(self, records: Sequence[bytes]) -> None:
         """Each item is one record's JSON text (a replay line without newline)."""

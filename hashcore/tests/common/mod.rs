@@ -9,15 +9,15 @@ pub const SID: &str = "0b6c5b4e-8f0a-4c1e-9d2b-3a4f5e6d7c8b";
 pub const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 pub const TS: &str = "2024-02-29T23:59:60.123456Z";
 
-/// The shared conformance folder; a missing folder fails the test.
+/// The conformance vectors copied into the repository; a missing folder fails the test.
 pub fn jcs_dir() -> PathBuf {
     let dir = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/conformance/jcs"
+        "/../tests/conformance/jcs"
     ));
     assert!(
         dir.is_dir(),
-        "conformance vectors not found at {} (shared/ must sit next to the repo)",
+        "conformance vectors not found at {}",
         dir.display()
     );
     dir
