@@ -13,10 +13,16 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEven
 from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    RequestEntityTooLarge,
+    RequestTimeout,
+)
 
 from . import logs
-from .api import health, ingest, metrics, openapi, seal_keys, sessions
+from .api import framing, health, ingest, metrics, openapi, seal_keys, sessions
+from .api.inflight import BodyBudget
 from .api.problems import problem, unavailable
 from .config import Settings
 from .runtime import Runtime
@@ -49,6 +55,16 @@ class _ShieldedSendConnection(TrioASGIHTTPConnection):
         await super().__call__(receive, shielded)
 
 
+# Statuses werkzeug raises for us (routing, body limits), and their codes.
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
 def create_app_from_env() -> QuartTrio:
     """The hypercorn entry point of a worker process (`service.app:create_app_from_env()`):
     the CLI wrote its settings to the environment; log as it does."""
@@ -60,11 +76,16 @@ def create_app(settings: Settings) -> QuartTrio:
     runtime = Runtime(settings)
     stats = metrics.Metrics()
 
+    framing.install_problem_bodies()
     app = QuartTrio("service")
     app.asgi_http_class = _ShieldedSendConnection
+    # '//' in a path is no route of ours: 404, never a redirect to the client's Host.
+    app.url_map.merge_slashes = False
     # Quart stops buffering a body past this and raises 413 (checked in ingest).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["runtime"] = runtime
+    bodies = BodyBudget(max(settings.max_inflight_bytes, settings.max_body_bytes))
+    app.extensions["bodies"] = bodies
 
     for bp in (
         health.routes(runtime),
@@ -85,17 +106,42 @@ def create_app(settings: Settings) -> QuartTrio:
         await runtime.stop()
 
     @app.before_request
-    async def tag_request() -> None:
+    async def tag_request() -> Response | None:
         incoming = request.headers.get("X-Request-Id", "")
         rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else None
         logs.request_id.set(rid or secrets.token_hex(8))
         request.started_at = time.perf_counter()  # type: ignore[attr-defined]
+        return admit_body()
+
+    def admit_body() -> Response | None:
+        """Reserve the body's bytes in the worker's budget, or refuse it unread."""
+        if request.content_length is None and "Transfer-Encoding" not in request.headers:
+            return None
+        size = min(request.content_length or settings.max_body_bytes, settings.max_body_bytes)
+        if not bodies.take(size):
+            return problem(
+                429,
+                "overloaded",
+                "too many request bytes in flight in this worker",
+                headers={
+                    "Retry-After": str(settings.retry_after_seconds),
+                    "Connection": "close",
+                },
+            )
+        request.body_reserved = size  # type: ignore[attr-defined]
+        return None
+
+    @app.teardown_request
+    async def release_body(exc: BaseException | None) -> None:
+        bodies.give_back(getattr(request, "body_reserved", 0))
 
     @app.after_request
     async def finish_body(response: Response) -> Response:
         """Read what is left of a body the handler did not need (an early 401, 403,
         415, 503), so that the connection can serve the client's next request;
         if it cannot be read (too large, too slow), say that the connection closes."""
+        if response.headers.get("Connection") == "close":
+            return response  # nothing more is read from this connection
         try:
             with trio.move_on_after(_DRAIN_SECONDS) as scope:
                 await request.get_data(cache=False, as_text=False, parse_form_data=False)
@@ -134,10 +180,13 @@ def create_app(settings: Settings) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def http_error(err: HTTPException) -> Response:
         status = err.code or 500
-        code = {404: "not_found", 413: "too_large", 415: "unsupported_media_type"}.get(
-            status, "bad_request" if status < 500 else "internal"
-        )
-        return problem(status, code, err.description or err.name)
+        code = _HTTP_CODES.get(status, "bad_request" if status < 500 else "internal")
+        headers = {}
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        if status == 408:
+            headers["Connection"] = "close"
+        return problem(status, code, err.description or err.name, headers=headers)
 
     @app.errorhandler(DatabaseUnavailable)
     async def database_unavailable(err: DatabaseUnavailable) -> Response:

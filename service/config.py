@@ -30,6 +30,8 @@ class Settings:
     # PROTOCOL §3 limits.
     max_body_bytes: int = 8 * MiB
     max_batch_events: int = 1000
+    # Request-body bytes one worker holds at once (read, verified or committed).
+    max_inflight_bytes: int = 64 * MiB
     # Database.
     pool_size: int = 8
     db_deadline: float = 10.0
@@ -64,6 +66,7 @@ class Settings:
             seal_key_file=Path(key_file) if key_file else None,
             max_body_bytes=_int("CHAIN_MAX_BODY_BYTES", cls.max_body_bytes),
             max_batch_events=_int("CHAIN_MAX_BATCH_EVENTS", cls.max_batch_events),
+            max_inflight_bytes=_int("CHAIN_MAX_INFLIGHT_BYTES", cls.max_inflight_bytes),
             pool_size=_int("CHAIN_POOL_SIZE", cls.pool_size),
             db_deadline=_float("CHAIN_DB_DEADLINE", cls.db_deadline),
             inbox_size=_int("CHAIN_INBOX_SIZE", cls.inbox_size),

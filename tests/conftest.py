@@ -20,6 +20,7 @@ import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from quart_trio import QuartTrio
 
 from service.app import create_app
 from service.config import Settings
@@ -101,6 +102,7 @@ def free_port() -> int:
 class Server:
     url: str
     runtime: Runtime
+    app: QuartTrio
 
     def client(self, key: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -126,7 +128,7 @@ async def start_server(nursery: trio.Nursery, settings: Settings) -> Server:
     config.graceful_timeout = 5
     stop = trio.Event()
     binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
-    server = Server(binds[0], app.extensions["runtime"])
+    server = Server(binds[0], app.extensions["runtime"], app)
     nursery.start_soon(_stop_at_teardown, stop)
     async with httpx.AsyncClient(base_url=server.url) as client:
         with trio.fail_after(20):

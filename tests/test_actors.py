@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -171,3 +173,31 @@ async def test_draining_finishes_queued_work_and_refuses_new() -> None:
         nursery.cancel_scope.cancel()
     assert [n for _, n in rec.done] == [0, 1, 2]
     assert all(isinstance(r, Appended) for r in results)
+
+
+class _Body:
+    """Stands for a request's data: weak-referenceable, so a test can see it freed."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytes(size)
+
+
+async def test_an_idle_actor_holds_no_request_data() -> None:
+    async def commit(job: _Body, state: int | None) -> tuple[Outcome, int]:
+        return Appended("s", 1, 0, 0, "h", b"{}"), 0
+
+    async with trio.open_nursery() as nursery:
+        registry = SessionActors(nursery, commit, inbox_size=8, max_pending=100, idle_seconds=30)
+        freed: list[weakref.ref[_Body]] = []
+        for i in range(3):
+            body = _Body(1 << 20)
+            freed.append(weakref.ref(body))
+            assert isinstance(await registry.submit((1, f"s{i}"), body), Appended)
+            del body
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        # The three actors are alive and idle, and none keeps its last batch.
+        assert registry.statistics()["live"] == 3
+        assert [ref() for ref in freed] == [None, None, None]
+        await registry.drain()
+        nursery.cancel_scope.cancel()

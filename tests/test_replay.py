@@ -195,7 +195,7 @@ async def test_unknown_session_other_tenant_and_bad_arguments(
         for params in ({"from_seq": "-1"}, {"limit": "0"}, {"limit": "x"}):
             bad = await reader.get(path, params=params)
             assert bad.status_code == 400
-            assert bad.json()["code"] == "bad_request"
+            assert bad.json()["code"] == "bad_parameter"
         assert (await reader.get(path)).status_code == 200
     async with server.client(await make_key("acme", "ingest")) as writer:
         assert (await writer.get(path)).status_code == 403

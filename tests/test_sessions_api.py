@@ -164,7 +164,7 @@ async def test_listing_rejects_bad_cursors_and_limits(server: Server, make_key: 
         ):
             response = await client.get("/v1/sessions", params=params)
             assert response.status_code == 400, params
-            assert response.json()["code"] == "bad_request"
+            assert response.json()["code"] == "bad_parameter"
         empty = await client.get("/v1/sessions")
         assert empty.json() == {"sessions": [], "next_cursor": None}
     async with server.client() as anonymous:

@@ -19,7 +19,9 @@ P = ParamSpec("P")
 
 
 class ApiKeyCache:
-    """Recently seen API keys, for the ingest hot path only.
+    """Recently looked-up API key ids, for the ingest hot path only: the row, or
+    that there is none (so that an unknown id costs what a known one does, and
+    gives no timing oracle for which ids exist).
 
     Safe because the commit re-checks, inside its transaction, that the key is
     not revoked: a revoked key never writes, whatever this cache holds. Reads
@@ -29,18 +31,23 @@ class ApiKeyCache:
     def __init__(self, ttl: float, size: int = 10_000) -> None:
         self._ttl = ttl
         self._size = size
-        self._rows: dict[str, tuple[float, tenants.ApiKeyRow]] = {}
+        self._rows: dict[str, tuple[float, tenants.ApiKeyRow | None]] = {}
 
-    def get(self, api_key_id: str) -> tenants.ApiKeyRow | None:
+    def get(self, api_key_id: str) -> tuple[bool, tenants.ApiKeyRow | None]:
+        """(cached, row): a cached None means the id is known not to exist."""
         hit = self._rows.get(api_key_id)
         if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
+            return False, None
+        return True, hit[1]
 
-    def put(self, row: tenants.ApiKeyRow) -> None:
+    def put(self, api_key_id: str, row: tenants.ApiKeyRow | None) -> None:
         if len(self._rows) >= self._size:
             self._rows.clear()
-        self._rows[row.api_key_id] = (time.monotonic() + self._ttl, row)
+        self._rows[api_key_id] = (time.monotonic() + self._ttl, row)
+
+
+# Compared against when the key id is unknown, so that both answers cost the same.
+_NO_SECRET_HASH = bytes(32)
 
 
 async def authenticate(
@@ -57,13 +64,14 @@ async def authenticate(
     if parsed is None:
         return unauthenticated("the API key is not in a known format")
     api_key_id, secret = parsed
-    row = cache.get(api_key_id) if cache is not None else None
-    if row is None:
+    cached, row = cache.get(api_key_id) if cache is not None else (False, None)
+    if not cached:
         row = await tenants.find_api_key(runtime.db, api_key_id)
-        if cache is not None and row is not None and row.revoked_at is None:
-            cache.put(row)
+        if cache is not None and (row is None or row.revoked_at is None):
+            cache.put(api_key_id, row)
+    matches = secret_matches(secret, row.secret_hash if row else _NO_SECRET_HASH)
     # The same answer for unknown, wrong and revoked keys: no oracle for guessing.
-    if row is None or not secret_matches(secret, row.secret_hash) or row.revoked_at is not None:
+    if row is None or not matches or row.revoked_at is not None:
         return unauthenticated("unknown or revoked API key")
     if scope not in row.scopes:
         return problem(403, "forbidden", f"this API key lacks the '{scope}' scope")

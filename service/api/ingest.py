@@ -39,11 +39,13 @@ def routes(runtime: Runtime, metrics: Metrics) -> Blueprint:
     @bp.post("/v1/ingest")
     @requires(runtime, Scope.INGEST, api_keys)
     async def ingest(principal: Principal) -> Response:
-        if request.mimetype != "application/json":
+        charset = request.mimetype_params.get("charset", "utf-8").lower()
+        if request.mimetype != "application/json" or charset not in ("utf-8", "utf8"):
             return problem(
                 415,
                 "unsupported_media_type",
-                f"send 'Content-Type: application/json', not '{request.mimetype or 'nothing'}'",
+                "send 'Content-Type: application/json' (UTF-8), not "
+                f"'{request.content_type or 'nothing'}'",
             )
         try:
             body = await request.get_data(cache=False, as_text=False, parse_form_data=False)

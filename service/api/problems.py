@@ -19,6 +19,15 @@ TITLES = {
     "mixed_sessions": "Batch holds events of more than one session",
     "reserved_kind": "Kind is reserved for the server",
     "bad_request": "Bad request",
+    "bad_parameter": "Query parameter out of range or malformed",
+    "bad_framing": "Ambiguous message framing",
+    "malformed_request": "Malformed HTTP request",
+    "uri_too_long": "Request target too long",
+    "headers_too_large": "Request headers too large",
+    "not_implemented": "Not implemented",
+    "http_version_not_supported": "HTTP version not supported",
+    "method_not_allowed": "Method not allowed",
+    "request_timeout": "Request body not received in time",
     "unauthenticated": "Missing, unknown or revoked API key",
     "forbidden": "API key lacks the required scope",
     "not_found": "Not found",
@@ -42,14 +51,8 @@ def problem_type(code: str) -> str:
     return f"tag:agent-chain,2026:problem:{code}"
 
 
-def problem(
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> tuple[bytes, str]:
+    """The bytes of a problem and their media type (for layers below Quart, too)."""
     body = {
         "type": problem_type(code),
         "title": title(code),
@@ -58,7 +61,19 @@ def problem(
         "code": code,
         **{k: v for k, v in extra.items() if v is not None},
     }
-    response = Response(orjson.dumps(body), status=status, content_type=PROBLEM_JSON)
+    return orjson.dumps(body), PROBLEM_JSON
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body, content_type = problem_body(status, code, detail, **extra)
+    response = Response(body, status=status, content_type=content_type)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     # Read by the access log and the request metrics.

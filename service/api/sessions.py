@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import trio
 from quart import Blueprint, Response, request
@@ -21,16 +21,24 @@ from .problems import problem
 from .responses import json_response
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# ASCII digits only (str.isdigit() also takes '²' or '١', which int() refuses),
+# and few enough of them: 2**53 - 1 has 16.
+_DIGITS = re.compile(r"[0-9]{1,16}")
 NDJSON = "application/x-ndjson"
 MAX_LIST = 500
+MAX_SEQ = 2**53 - 1
+# A cursor this API writes is ~90 characters.
+_MAX_CURSOR = 256
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | Response | None:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        return problem(400, "bad_request", f"'{name}' must be an integer in {low}..{high}")
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        return problem(
+            400, "bad_parameter", f"'{name}' must be an integer in {low}..{high}", parameter=name
+        )
     return int(raw)
 
 
@@ -40,13 +48,20 @@ def _encode_cursor(created_at: datetime, session_id: str) -> str:
 
 
 def _decode_cursor(token: str) -> tuple[datetime, str] | None:
+    """The keyset a cursor names, or None if it is not one this API wrote."""
+    if len(token) > _MAX_CURSOR:
+        return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         stamp, session_id = raw.split("|")
         if not _UUID.match(session_id):
             return None
-        return datetime.fromisoformat(stamp), session_id
-    except ValueError:
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            return None
+        # In UTC, as the database compares it: year 1 at +14:00 leaves the range.
+        return created_at.astimezone(UTC), session_id
+    except (ValueError, OverflowError):
         return None
 
 
@@ -69,8 +84,8 @@ def routes(runtime: Runtime) -> Blueprint:
     async def replay(principal: Principal, session_id: str) -> Response:
         if not _UUID.match(session_id):
             return not_found()
-        from_seq = _int_arg("from_seq", 0, 0, 2**53 - 1)
-        limit = _int_arg("limit", None, 1, 2**53 - 1)
+        from_seq = _int_arg("from_seq", 0, 0, MAX_SEQ)
+        limit = _int_arg("limit", None, 1, MAX_SEQ)
         if isinstance(from_seq, Response):
             return from_seq
         if isinstance(limit, Response):
@@ -119,7 +134,12 @@ def routes(runtime: Runtime) -> Blueprint:
         if token := request.args.get("cursor"):
             after = _decode_cursor(token)
             if after is None:
-                return problem(400, "bad_request", "'cursor' is not a cursor this API returned")
+                return problem(
+                    400,
+                    "bad_parameter",
+                    "'cursor' is not a cursor this API returned",
+                    parameter="cursor",
+                )
         page = await sessions.newest(runtime.db, principal.tenant_id, limit, after)
         last = page[-1] if len(page) == limit else None
         return json_response(

@@ -28,7 +28,7 @@ S = TypeVar("S")  # what an actor remembers of its session between jobs
 
 @dataclass(eq=False)
 class _Job(Generic[J]):
-    payload: J
+    payload: J | None
     done: trio.Event = field(default_factory=trio.Event)
     outcome: Outcome | None = None
     abandoned: bool = False
@@ -57,6 +57,8 @@ class SessionActor(Generic[J, S]):
                 if job is None:
                     return
                 await self._handle(job)
+                # An idle actor must not keep its last batch (megabytes) alive.
+                del job
 
     async def _next_job(self) -> _Job[J] | None:
         with trio.move_on_after(self._registry.idle_seconds):
@@ -80,11 +82,13 @@ class SessionActor(Generic[J, S]):
                 # The client went away before its turn; its retry will be judged afresh.
                 return
             try:
+                assert job.payload is not None
                 job.outcome, self._state = await self._registry.commit(job.payload, self._state)
             except Exception:
                 log.exception("commit failed for session %s", self.session[1])
                 job.outcome, self._state = Failed(), None
         finally:
+            job.payload = None  # the submitter reads only the outcome
             self._registry._job_finished()
             job.done.set()
 
