@@ -44,6 +44,8 @@ class Settings:
     # Ingest trusts a key it looked up this recently (the commit re-checks revocation).
     key_cache_seconds: float = 10.0
     retry_after_seconds: int = 1
+    # How often a server checks whether `keys rotate-seal` made another key active.
+    seal_key_poll_seconds: float = 2.0
     # Replay: rows fetched per cursor round trip.
     replay_chunk: int = 2000
 
@@ -75,6 +77,7 @@ class Settings:
             verify_threads=_int("CHAIN_VERIFY_THREADS", cls.verify_threads),
             key_cache_seconds=_float("CHAIN_KEY_CACHE_SECONDS", cls.key_cache_seconds),
             replay_chunk=_int("CHAIN_REPLAY_CHUNK", cls.replay_chunk),
+            seal_key_poll_seconds=_float("CHAIN_SEAL_KEY_POLL_SECONDS", cls.seal_key_poll_seconds),
         )
 
     def key_file(self) -> Path:

@@ -80,6 +80,7 @@ class Runtime:
                     idle_seconds=self.settings.actor_idle_seconds,
                 )
                 nursery.start_soon(self._become_ready)
+                nursery.start_soon(self._follow_seal_key)
                 for task in background:
                     nursery.start_soon(task)
                 task_status.started()
@@ -105,6 +106,42 @@ class Runtime:
                 log.warning("database not ready (%s); retrying in %.1fs", exc, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _follow_seal_key(self) -> None:
+        """Sign with the key `keys rotate-seal` made active, within a poll period,
+        without a restart: its file replaced ours at the same path."""
+        reported: str | None = None
+        while True:
+            await trio.sleep(self.settings.seal_key_poll_seconds)
+            if not self.ready:
+                continue
+            try:
+                active = await seal_keys.active_seal_key_id(self.db)
+            except DatabaseUnavailable:
+                continue
+            if active is None or active == self.signer.key_id:
+                continue
+            key_file = self.settings.key_file()
+            try:
+                signer = seal_key.load(key_file)
+            except (OSError, ValueError) as exc:
+                why = f"cannot read {key_file}: {exc}"
+            else:
+                if signer.key_id == active:
+                    log.info("seal key rotated: now signing with %s", active)
+                    self.signer = signer
+                    continue
+                why = f"{key_file} holds key {signer.key_id}"
+            if reported != active:
+                # Another host rotated with its own file: seals stay verifiable
+                # (our key stays listed), but say so once.
+                log.warning(
+                    "seal key %s is active, but %s; still signing with %s",
+                    active,
+                    why,
+                    self.signer.key_id,
+                )
+                reported = active
 
     async def _commit(
         self, sub: Submission, known: ChainHead | None

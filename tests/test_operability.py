@@ -114,3 +114,57 @@ async def test_metrics_add_up_across_workers_and_logs_are_json(
             assert entry["request_id"]
             assert entry["status"] in (200, 400)
     assert access == batches + 1
+
+
+def ingest_pids_after(log: Path, skip_lines: int) -> set[int]:
+    """Processes that logged an ingest after the first `skip_lines` lines."""
+    pids = set()
+    for line in log.read_text().splitlines()[skip_lines:]:
+        entry = json.loads(line)
+        if entry["logger"] == "service.access" and entry["path"] == "/v1/ingest":
+            pids.add(entry["pid"])
+    return pids
+
+
+@pytest.mark.slow
+async def test_a_seal_key_rotation_reaches_every_running_worker(
+    db: Database, database_url: str, make_key: MakeKey, tmp_path: Path
+) -> None:
+    key = await make_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    data = tmp_path / "data"
+    key_file = data / "seal_key.pem"
+    serve = await trio.to_thread.run_sync(
+        lambda: spawn_serve(
+            database_url, data, workers=2, env={"CHAIN_SEAL_KEY_POLL_SECONDS": "0.5"}
+        )
+    )
+
+    async def seal_key_of_a_fresh_connection() -> str:
+        async with httpx.AsyncClient(base_url=serve.url, headers=headers) as client:
+            r = await client.post("/v1/ingest", content=body_of(Chain().make(2)), headers=JSON)
+            assert r.status_code == 200, r.text
+            key_id: str = r.json()["seal"]["payload"]["key_id"]
+            return key_id
+
+    try:
+        old_key_id = await seal_key_of_a_fresh_connection()
+        rotated = await trio.to_thread.run_sync(
+            lambda: cli(database_url, "keys", "rotate-seal", env={"SEAL_KEY_FILE": str(key_file)})
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        new_key_id = rotated.stdout.strip()
+        assert new_key_id != old_key_id
+        # No restart: within a few poll periods, every worker signs with the new key.
+        with trio.fail_after(30):
+            while await seal_key_of_a_fresh_connection() != new_key_id:
+                await trio.sleep(0.1)
+        await trio.sleep(1.5)  # past a poll period of each worker
+        mark = len(serve.log.read_text().splitlines())
+        seen: list[str] = []
+        while len(seen) < 8 or len(ingest_pids_after(serve.log, mark)) < 2:
+            assert len(seen) < 200, "the kernel never handed a connection to the second worker"
+            seen.append(await seal_key_of_a_fresh_connection())
+        assert set(seen) == {new_key_id}
+    finally:
+        await trio.to_thread.run_sync(serve.stop)

@@ -58,3 +58,13 @@ async def all_seal_keys(db: Database) -> list[SealPublicKey]:
 
     rows = await db.run(work)
     return [SealPublicKey(r["key_id"], bytes(r["public_key"]), r["active"]) for r in rows]
+
+
+async def active_seal_key_id(db: Database) -> str | None:
+    """The id of the seal key servers should sign with (the last rotation's)."""
+
+    async def work(conn: Connection) -> str | None:
+        value = await conn.fetchval("SELECT key_id FROM signing_keys WHERE active LIMIT 1")
+        return None if value is None else str(value)
+
+    return await db.run(work)
