@@ -66,10 +66,10 @@ def metric(text: str, name: str) -> float:
     return total
 
 
-def ingest_pids(log: Path) -> set[int]:
-    """Processes that logged an accepted ingest so far."""
+def ingest_pids(log: Path, skip_lines: int = 0) -> set[int]:
+    """Processes that logged an ingest so far (after the first `skip_lines` lines)."""
     pids = set()
-    for line in log.read_text().splitlines():
+    for line in log.read_text().splitlines()[skip_lines:]:
         entry = json.loads(line)
         if entry["logger"] == "service.access" and entry["path"] == "/v1/ingest":
             pids.add(entry["pid"])
@@ -116,16 +116,6 @@ async def test_metrics_add_up_across_workers_and_logs_are_json(
     assert access == batches + 1
 
 
-def ingest_pids_after(log: Path, skip_lines: int) -> set[int]:
-    """Processes that logged an ingest after the first `skip_lines` lines."""
-    pids = set()
-    for line in log.read_text().splitlines()[skip_lines:]:
-        entry = json.loads(line)
-        if entry["logger"] == "service.access" and entry["path"] == "/v1/ingest":
-            pids.add(entry["pid"])
-    return pids
-
-
 @pytest.mark.slow
 async def test_a_seal_key_rotation_reaches_every_running_worker(
     db: Database, database_url: str, make_key: MakeKey, tmp_path: Path
@@ -162,7 +152,7 @@ async def test_a_seal_key_rotation_reaches_every_running_worker(
         await trio.sleep(1.5)  # past a poll period of each worker
         mark = len(serve.log.read_text().splitlines())
         seen: list[str] = []
-        while len(seen) < 8 or len(ingest_pids_after(serve.log, mark)) < 2:
+        while len(seen) < 8 or len(ingest_pids(serve.log, mark)) < 2:
             assert len(seen) < 200, "the kernel never handed a connection to the second worker"
             seen.append(await seal_key_of_a_fresh_connection())
         assert set(seen) == {new_key_id}

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 import hashcore
 
-from ..chain import OTHER_SID, SEAL_TS, SID, ZERO, body_of, make_event, make_events
+from ..chain import OTHER_SID, SEAL_TS, SID, ZERO, body_of, make_event
+from .sealed import make_chain
 
 A = hashcore.Signer(bytes(range(32)))
 B = hashcore.Signer(b"\x07" * 32)
@@ -21,23 +22,6 @@ B = hashcore.Signer(b"\x07" * 32)
 
 def keys(*signers: hashcore.Signer) -> dict[str, bytes]:
     return {s.key_id: s.public_key for s in signers}
-
-
-def make_chain(signer: hashcore.Signer, sizes: list[int], *, sid: str = SID) -> list[bytes]:
-    """Replay lines of a chain: batches of the given sizes, each followed by its seal
-    (the records come from hashcore, the events from the oracle)."""
-    lines: list[bytes] = []
-    prev, prev_seal, first = ZERO, ZERO, 0
-    for n in sizes:
-        events = make_events(first, n, prev, sid=sid)
-        batch = hashcore.verify_batch(body_of(events, ensure_ascii=False), 1000)
-        lines.extend(batch.records)
-        prev = batch.last_hash
-        seal = signer.seal(sid, batch.last_seq, first, prev_seal, prev, SEAL_TS)
-        lines.append(seal.record)
-        prev_seal = seal.hash
-        first += n
-    return lines
 
 
 def test_seal_verifies_with_cryptography() -> None:

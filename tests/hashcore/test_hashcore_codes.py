@@ -14,6 +14,7 @@ import rfc8785
 import hashcore
 
 from ..chain import OTHER_SID, SEAL_TS, SID, ZERO, body_of, event_hash, make_event, make_events
+from .sealed import make_chain
 
 A = hashcore.Signer(bytes(range(32)))
 B = hashcore.Signer(b"\x07" * 32)
@@ -56,21 +57,6 @@ BATCH_CASES: dict[str, Callable[[], str]] = {
     "hash_mismatch": lambda: batch_code(tampered_batch()),
     "broken_link": lambda: batch_code(body_of([make_event(0, "ab" * 32)])),
 }
-
-
-def make_chain(signer: hashcore.Signer, sizes: list[int], *, sid: str = SID) -> list[bytes]:
-    """Replay lines: batches of the given sizes, each followed by its seal."""
-    lines: list[bytes] = []
-    prev, prev_seal, first = ZERO, ZERO, 0
-    for n in sizes:
-        batch = hashcore.verify_batch(body_of(make_events(first, n, prev, sid=sid)), 1000)
-        lines.extend(batch.records)
-        prev = batch.last_hash
-        seal = signer.seal(sid, batch.last_seq, first, prev_seal, prev, SEAL_TS)
-        lines.append(seal.record)
-        prev_seal = seal.hash
-        first += n
-    return lines
 
 
 def reason(lines: list[bytes]) -> str:
