@@ -25,7 +25,7 @@ from .api import framing, health, ingest, metrics, openapi, seal_keys, sessions
 from .api.inflight import BodyBudget
 from .api.problems import problem, unavailable
 from .config import Settings
-from .runtime import Runtime
+from .runtime import Runtime, tune_gc_for_serving
 from .storage.database import DatabaseUnavailable
 
 access_log = logging.getLogger("service.access")
@@ -69,7 +69,9 @@ def create_app_from_env() -> QuartTrio:
     """The hypercorn entry point of a worker process (`service.app:create_app_from_env()`):
     the CLI wrote its settings to the environment; log as it does."""
     logs.configure(os.environ.get("LOG_LEVEL", "INFO").upper())
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    tune_gc_for_serving()
+    return app
 
 
 def create_app(settings: Settings) -> QuartTrio:

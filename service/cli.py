@@ -20,7 +20,7 @@ from hypercorn.config import Config
 from . import logs
 from .core import audit, credentials, export, seal_key
 from .core.bundle import BundleHeader
-from .runtime import prepare_storage
+from .runtime import prepare_storage, tune_gc_for_serving
 from .storage import migrations, seal_keys, tenants
 from .storage.database import Database, with_database
 from .storage.embedded import EmbeddedPostgres
@@ -154,7 +154,9 @@ async def _serve_here(config: Config) -> int:
                 log.info("received %s; shutting down", signal.Signals(signum).name)
                 return
 
-    await serve(create_app(Settings.from_env()), config, shutdown_trigger=signalled)
+    app = create_app(Settings.from_env())
+    tune_gc_for_serving()
+    await serve(app, config, shutdown_trigger=signalled)
     return 0
 
 

@@ -9,6 +9,7 @@ server started while its database is down recovers by itself.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -26,6 +27,20 @@ from .storage import migrations, seal_keys
 from .storage.database import Database, DatabaseUnavailable, open_database
 
 log = logging.getLogger(__name__)
+
+_GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc_for_serving() -> None:
+    """Before serving: move everything imported and built at start-up out of the
+    collector's sight, and collect the young generation less often. A request
+    allocates thousands of short-lived objects; with the default threshold (700)
+    the collector kept re-walking the start-up heap (measured 1.06x on ingest).
+    Reference counting still frees everything at once; only cycles wait longer."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, second, third)
 
 
 def utc_now() -> str:
