@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 from functools import partial
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
@@ -22,17 +21,12 @@ from werkzeug.exceptions import (
 
 from . import logs
 from .api import framing, health, ingest, metrics, openapi, seal_keys, sessions
+from .api.exchange import BodyAdmission, Observer, drained, request_id
 from .api.inflight import BodyBudget
-from .api.problems import problem, unavailable
+from .api.problems import Reply, problem, unavailable
 from .config import Settings
 from .runtime import Runtime, tune_gc_for_serving
 from .storage.database import DatabaseUnavailable
-
-access_log = logging.getLogger("service.access")
-
-# How long a response waits for the rest of a request body it did not need (a
-# 401 before the upload ended, say) before the connection is closed instead.
-_DRAIN_SECONDS = 5.0
 
 
 class _ShieldedSendConnection(TrioASGIHTTPConnection):
@@ -88,11 +82,30 @@ def create_app(settings: Settings) -> QuartTrio:
     app.extensions["runtime"] = runtime
     bodies = BodyBudget(max(settings.max_inflight_bytes, settings.max_body_bytes))
     app.extensions["bodies"] = bodies
+    admission = BodyAdmission(bodies, settings.max_body_bytes, settings.retry_after_seconds)
+    observer = Observer(stats)
+    fast = {
+        ("POST", ingest.ROUTE): ingest.IngestEndpoint(
+            runtime, stats, observer, admission, app.config
+        )
+    }
+    quart_app = app.asgi_app
+
+    async def dispatch(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """The ingest hot path goes straight to its endpoint; the rest to Quart."""
+        if scope["type"] == "http":
+            endpoint = fast.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await quart_app(scope, receive, send)
+
+    app.asgi_app = dispatch  # type: ignore[method-assign]
 
     for bp in (
         health.routes(runtime),
         seal_keys.routes(runtime),
-        ingest.routes(runtime, stats),
+        ingest.routes(),
         sessions.routes(runtime),
         metrics.routes(runtime, stats),
         openapi.routes(),
@@ -109,74 +122,42 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.before_request
     async def tag_request() -> Response | None:
-        incoming = request.headers.get("X-Request-Id", "")
-        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else None
-        logs.request_id.set(rid or secrets.token_hex(8))
+        logs.request_id.set(request_id(request.headers.get("X-Request-Id")))
         request.started_at = time.perf_counter()  # type: ignore[attr-defined]
-        return admit_body()
-
-    def admit_body() -> Response | None:
-        """Reserve the body's bytes in the worker's budget, or refuse it unread."""
-        if request.content_length is None and "Transfer-Encoding" not in request.headers:
-            return None
-        size = min(request.content_length or settings.max_body_bytes, settings.max_body_bytes)
-        if not bodies.take(size):
-            return problem(
-                429,
-                "overloaded",
-                "too many request bytes in flight in this worker",
-                headers={
-                    "Retry-After": str(settings.retry_after_seconds),
-                    "Connection": "close",
-                },
-            )
-        request.body_reserved = size  # type: ignore[attr-defined]
+        chunked = "Transfer-Encoding" in request.headers
+        reserved = admission.admit(request.content_length, chunked)
+        if isinstance(reserved, Reply):
+            return reserved.response()
+        request.body_reserved = reserved  # type: ignore[attr-defined]
         return None
 
     @app.teardown_request
     async def release_body(exc: BaseException | None) -> None:
-        bodies.give_back(getattr(request, "body_reserved", 0))
+        admission.release(getattr(request, "body_reserved", 0))
 
     @app.after_request
     async def finish_body(response: Response) -> Response:
         """Read what is left of a body the handler did not need (an early 401, 403,
-        415, 503), so that the connection can serve the client's next request;
-        if it cannot be read (too large, too slow), say that the connection closes."""
+        415, 503), so that the connection can serve the client's next request."""
         if response.headers.get("Connection") == "close":
             return response  # nothing more is read from this connection
         try:
-            with trio.move_on_after(_DRAIN_SECONDS) as scope:
-                await request.get_data(cache=False, as_text=False, parse_form_data=False)
-            drained = not scope.cancelled_caught
+            done = await drained(
+                lambda: request.get_data(cache=False, as_text=False, parse_form_data=False)
+            )
         except (RequestEntityTooLarge, RequestTimeout):
-            drained = False
-        if not drained:
+            done = False
+        if not done:
             response.headers["Connection"] = "close"
         return response
 
     @app.after_request
     async def record(response: Response) -> Response:
-        rid = logs.request_id.get() or ""
-        response.headers["X-Request-Id"] = rid
-        code = getattr(response, "problem_code", "")
+        response.headers["X-Request-Id"] = logs.request_id.get() or ""
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        stats.requests.labels(route, str(response.status_code), code).inc()
-        elapsed = time.perf_counter() - getattr(request, "started_at", time.perf_counter())
-        access_log.info(
-            "%s %s %d",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={
-                "fields": {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "code": code or None,
-                    "ms": round(elapsed * 1000, 2),
-                }
-            },
-        )
+        started = getattr(request, "started_at", time.perf_counter())
+        code = getattr(response, "problem_code", "")
+        observer.observe(request.method, request.path, route, response.status_code, code, started)
         return response
 
     @app.errorhandler(HTTPException)
@@ -192,7 +173,7 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.errorhandler(DatabaseUnavailable)
     async def database_unavailable(err: DatabaseUnavailable) -> Response:
-        return unavailable(str(err), settings.retry_after_seconds)
+        return unavailable(str(err), settings.retry_after_seconds).response()
 
     @app.errorhandler(Exception)
     async def crash(err: Exception) -> Response:

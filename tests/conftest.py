@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -26,7 +28,7 @@ from service.app import create_app
 from service.config import Settings
 from service.core import credentials
 from service.runtime import Runtime
-from service.storage import migrations, tenants
+from service.storage import citus, migrations, tenants
 from service.storage.database import (
     Connection,
     Database,
@@ -47,37 +49,36 @@ def with_dbname(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server: DATABASE_URL's, or an embedded one for this run."""
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL server: DATABASE_URL's, or an embedded one for this run.
+
+    Its data folder is not under pytest's base temp folder: pytest resets that
+    folder to mode 0700 whenever a session starts, which would lock the server's
+    own user out of it while another test session runs beside this one."""
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    folder = Path(tempfile.mkdtemp(prefix="chain-test-pg-"))
+    server = EmbeddedPostgres(folder / "data")
     try:
         yield server.start()
     finally:
         server.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def database_url(pg_server: str) -> Iterator[str]:
-    """A fresh database for this test session, migrated."""
+    """A fresh database for this test session, migrated (on every node, with the
+    extension and the node list, when DATABASE_URL is a Citus coordinator's)."""
     name = f"chain_test_{os.getpid()}_{secrets.token_hex(3)}"
-
-    async def create(db: Database) -> None:
-        await db.run(lambda conn: conn.execute(f'CREATE DATABASE "{name}"'))
-
-    async def drop(db: Database) -> None:
-        await db.run(lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    with_database(pg_server, create)
-    url = with_dbname(pg_server, name)
+    url = citus.create_database(pg_server, name)
     with_database(url, migrations.migrate)
     try:
         yield url
     finally:
-        with_database(pg_server, drop)
+        citus.drop_database(pg_server, name)
 
 
 async def _truncate(conn: Connection) -> None:

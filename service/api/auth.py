@@ -13,7 +13,7 @@ from quart import Response, request
 from ..core.credentials import Principal, Scope, parse_token, secret_matches
 from ..runtime import Runtime
 from ..storage import tenants
-from .problems import problem, unauthenticated
+from .problems import Reply, problem_reply, unauthenticated
 
 P = ParamSpec("P")
 
@@ -51,13 +51,13 @@ _NO_SECRET_HASH = bytes(32)
 
 
 async def authenticate(
-    runtime: Runtime, scope: Scope, cache: ApiKeyCache | None = None
-) -> Principal | Response:
-    """The caller's principal, or the problem response that refuses it.
+    runtime: Runtime, scope: Scope, authorization: str, cache: ApiKeyCache | None = None
+) -> Principal | Reply:
+    """The caller's principal, from its `Authorization` header, or the problem
+    that refuses it. (Shared by the Quart routes and the ingest fast path.)
 
-    A database outage raises `DatabaseUnavailable` (the app answers 503)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    A database outage raises `DatabaseUnavailable` (answered 503)."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return unauthenticated("send 'Authorization: Bearer <api key>'")
     parsed = parse_token(token.strip())
@@ -74,7 +74,7 @@ async def authenticate(
     if row is None or not matches or row.revoked_at is not None:
         return unauthenticated("unknown or revoked API key")
     if scope not in row.scopes:
-        return problem(403, "forbidden", f"this API key lacks the '{scope}' scope")
+        return problem_reply(403, "forbidden", f"this API key lacks the '{scope}' scope")
     scopes = frozenset(Scope(s) for s in row.scopes)
     return Principal(row.tenant_id, row.tenant, row.api_key_id, scopes)
 
@@ -92,9 +92,10 @@ def requires(
     ) -> Callable[P, Awaitable[Response]]:
         @functools.wraps(handler)
         async def authenticated(*args: P.args, **kwargs: P.kwargs) -> Response:
-            principal = await authenticate(runtime, scope, cache)
-            if isinstance(principal, Response):
-                return principal
+            authorization = request.headers.get("Authorization", "")
+            principal = await authenticate(runtime, scope, authorization, cache)
+            if isinstance(principal, Reply):
+                return principal.response()
             return await handler(principal, *args, **kwargs)
 
         return authenticated

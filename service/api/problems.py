@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -64,6 +65,38 @@ def problem_body(status: int, code: str, detail: str, **extra: Any) -> tuple[byt
     return orjson.dumps(body), PROBLEM_JSON
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A whole response, framework-free: the ingest fast path sends it as it is,
+    Quart routes turn it into a `Response`. `code` is the problem code (if any),
+    for the access log and the request metrics."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    code: str = ""
+
+    def response(self) -> Response:
+        response = Response(self.body, status=self.status, content_type=self.content_type)
+        for name, value in self.headers.items():
+            response.headers[name] = value
+        response.problem_code = self.code  # type: ignore[attr-defined]
+        return response
+
+
+def problem_reply(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Reply:
+    body, content_type = problem_body(status, code, detail, **extra)
+    return Reply(status, body, content_type, dict(headers or {}), code)
+
+
 def problem(
     status: int,
     code: str,
@@ -72,19 +105,21 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    body, content_type = problem_body(status, code, detail, **extra)
-    response = Response(body, status=status, content_type=content_type)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    # Read by the access log and the request metrics.
-    response.problem_code = code  # type: ignore[attr-defined]
-    return response
+    return problem_reply(status, code, detail, headers=headers, **extra).response()
 
 
-def unauthenticated(detail: str) -> Response:
-    return problem(401, "unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
+def unauthenticated(detail: str) -> Reply:
+    return problem_reply(401, "unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def unavailable(detail: str, retry_after: int) -> Response:
+def unavailable(detail: str, retry_after: int) -> Reply:
     """503: the database is unreachable or too slow; a retry is always safe."""
-    return problem(503, "unavailable", detail, headers={"Retry-After": str(retry_after)})
+    return problem_reply(503, "unavailable", detail, headers={"Retry-After": str(retry_after)})
+
+
+def overloaded(detail: str, retry_after: int, *, close: bool = False) -> Reply:
+    """429: shedding load; `close` when the request's body is left unread."""
+    headers = {"Retry-After": str(retry_after)}
+    if close:
+        headers["Connection"] = "close"
+    return problem_reply(429, "overloaded", detail, headers=headers)
