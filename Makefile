@@ -14,11 +14,13 @@ HASHCORE_SRC := $(shell find hashcore/src hashcore/python -type f 2>/dev/null) \
 
 venv: $(VENV)/.deps $(VENV)/.hashcore
 
-$(VENV)/.deps: requirements.lock pyproject.toml
+# The service and the client SDK (agent_chain, with its LangChain and OTel
+# extras), editable; every dependency pinned in requirements.lock.
+$(VENV)/.deps: requirements.lock pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --no-deps -e . -e './sdk[langchain,otel]'
 	touch $@
 
 # hashcore is built in release mode straight into the venv.
@@ -30,9 +32,9 @@ run: venv
 	$(BIN)/python -m service serve --host $(HOST) --port $(PORT)
 
 lint: venv
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
-	$(BIN)/mypy --strict service tests bench
+	$(BIN)/ruff check service sdk tests bench
+	$(BIN)/ruff format --check service sdk tests bench
+	$(BIN)/mypy --strict service sdk/src tests bench
 	$(BIN)/python -m mypy.stubtest hashcore
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
@@ -47,7 +49,7 @@ bench: venv
 	$(BIN)/python bench/replay_bench.py
 
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable --exclude hashcore > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable --exclude hashcore --exclude agent-chain > requirements.lock
 
 clean:
 	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import click
 import trio
+from agent_chain import audit
+from agent_chain.bundle import BundleHeader
 from hypercorn.config import Config
 
 from . import logs
-from .core import audit, credentials, export, seal_key
-from .core.bundle import BundleHeader
+from .core import credentials, export, seal_key
 from .runtime import prepare_storage, tune_gc_for_serving
 from .storage import migrations, seal_keys, tenants
 from .storage.database import Database, with_database

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from agent_chain import audit, bundle
 
 import hashcore
 from service.cli import ProgressPrinter
-from service.core import audit, bundle
 from service.storage.database import Connection, Database
 
 from .chain import ZERO, Chain, body_of

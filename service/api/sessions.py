@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import trio
+from agent_chain import audit
 from quart import Blueprint, Response, request
 
 import hashcore
 
-from ..core import audit
 from ..core.credentials import Principal, Scope
 from ..runtime import Runtime
 from ..storage import seal_keys, sessions
@@ -27,8 +27,9 @@ _DIGITS = re.compile(r"[0-9]{1,16}")
 NDJSON = "application/x-ndjson"
 MAX_LIST = 500
 MAX_SEQ = 2**53 - 1
-# A cursor this API writes is ~90 characters.
+# A cursor this API writes is ~90 characters of unpadded base64url.
 _MAX_CURSOR = 256
+_CURSOR = re.compile(rf"[A-Za-z0-9_-]{{1,{_MAX_CURSOR}}}")
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | Response | None:
@@ -49,7 +50,8 @@ def _encode_cursor(created_at: datetime, session_id: str) -> str:
 
 def _decode_cursor(token: str) -> tuple[datetime, str] | None:
     """The keyset a cursor names, or None if it is not one this API wrote."""
-    if len(token) > _MAX_CURSOR:
+    # Only the alphabet: b64decode would skip any other character (and accept padding).
+    if not _CURSOR.fullmatch(token):
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()

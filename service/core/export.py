@@ -1,4 +1,6 @@
-"""Export: a session's evidence bundle, written from storage (see `core.bundle`)."""
+"""Export: a session's evidence bundle, written from storage. The format (and the
+offline check) belong to the client package, `agent_chain.bundle` / `.audit`:
+auditors need nothing of the server."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ import logging
 from datetime import UTC, datetime
 from typing import IO
 
+from agent_chain.bundle import BundleHeader, BundleKey, BundleWriter, Progress
+
 from ..storage import sessions
 from ..storage.database import Database
-from .bundle import BundleHeader, BundleKey, BundleWriter, Progress
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
-"""The evidence bundle's format (docs/evidence-bundle.md).
+"""The evidence bundle's format (the service's docs/evidence-bundle.md).
 
 One file: a JSON header line naming the session and the public keys that signed
 its seals, then the session's records, one a line, exactly as replay returns
-them. Written by `core.export`, checked offline by `core.audit`. Imports
-nothing of the database: the client package carries the same format.
+them. Written by the service's export, checked offline by `agent_chain.audit`. Imports
+nothing but the standard library: the service uses this module too.
 """
 
 from __future__ import annotations
