@@ -28,7 +28,7 @@ from service.app import create_app
 from service.config import Settings
 from service.core import credentials
 from service.runtime import Runtime
-from service.storage import citus, migrations, tenants
+from service.storage import migrations, tenants
 from service.storage.database import (
     Connection,
     Database,
@@ -70,15 +70,22 @@ def pg_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(pg_server: str) -> Iterator[str]:
-    """A fresh database for this test session, migrated (on every node, with the
-    extension and the node list, when DATABASE_URL is a Citus coordinator's)."""
+    """A fresh database for this test session, migrated."""
     name = f"chain_test_{os.getpid()}_{secrets.token_hex(3)}"
-    url = citus.create_database(pg_server, name)
+
+    async def create(db: Database) -> None:
+        await db.run(lambda conn: conn.execute(f'CREATE DATABASE "{name}"'))
+
+    async def drop(db: Database) -> None:
+        await db.run(lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    with_database(pg_server, create)
+    url = with_dbname(pg_server, name)
     with_database(url, migrations.migrate)
     try:
         yield url
     finally:
-        citus.drop_database(pg_server, name)
+        with_database(pg_server, drop)
 
 
 async def _truncate(conn: Connection) -> None:
