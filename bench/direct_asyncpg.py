@@ -30,7 +30,7 @@ from reference import ZERO
 
 import hashcore
 from service.storage.locks import SESSION_HEAD
-from service.storage.queries import APPEND_AT_HEAD
+from service.storage.queries import APPEND_AT_HEAD, append_args, pack_rows
 
 SEAL_TS = "2026-11-27T12:00:00.000000Z"
 
@@ -59,24 +59,17 @@ def build(bodies_by_session: list[list[bytes]], tenant_id: int, key_id: str) -> 
                 b.session_id, b.last_seq, b.first_seq, prev_seal, b.last_hash, SEAL_TS
             )
             n = b.count
-            args = (
+            rows = pack_rows(
+                b.first_seq, b.kinds, b.ts, b.hashes, b.records, (seal.ts, seal.hash, seal.record)
+            )
+            args = append_args(
                 SESSION_HEAD,
                 tenant_id,
                 b.session_id,
                 key_id,
-                b.first_seq,
-                b.first_prev_hash,
-                prev_seal,
-                [*b.seqs, seal.seq],
-                [False] * n + [True],
-                [*b.kinds, "CHAIN_SEAL"],
-                [*b.ts, seal.ts],
-                [*b.hashes, seal.hash],
-                [*b.records, seal.record],
-                b.last_seq + 1,
+                (b.first_seq, b.first_prev_hash, prev_seal),
+                rows,
                 b.last_hash,
-                seal.seq,
-                seal.hash,
                 b.ts[0] if b.first_seq == 0 else None,
                 b.ts[-1],
             )
@@ -87,7 +80,7 @@ def build(bodies_by_session: list[list[bytes]], tenant_id: int, key_id: str) -> 
 
 
 async def commit(conn: asyncpg.Connection, c: Commit) -> None:
-    """The fast path of service/storage/chains.py `append_batch`: one statement."""
+    """The fast path of service/core/commit.py `append_batch`: one statement."""
     status = await conn.fetchval(APPEND_AT_HEAD, *c.append_args)
     if status != "appended":
         raise RuntimeError(f"session {c.session_id} at seq {c.first_seq}: {status}")

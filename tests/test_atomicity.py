@@ -122,7 +122,7 @@ async def _terminate_when_sleeping(db: Database, session_id: str) -> int:
         rows = await conn.fetch(
             """SELECT pid FROM pg_stat_activity
                WHERE state = 'active' AND wait_event = 'PgSleep'
-                 AND query LIKE '%append_at_head(%' AND pid <> pg_backend_pid()"""
+                 AND query LIKE '%append_packed_at_head(%' AND pid <> pg_backend_pid()"""
         )
         return [r["pid"] for r in rows]
 

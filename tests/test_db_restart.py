@@ -44,7 +44,7 @@ async def wait_until_sleeping_in_commit(url: str) -> None:
         return bool(
             await conn.fetchval(
                 """SELECT count(*) FROM pg_stat_activity
-                   WHERE wait_event = 'PgSleep' AND query LIKE '%append_at_head(%'"""
+                   WHERE wait_event = 'PgSleep' AND query LIKE '%append_packed_at_head(%'"""
             )
         )
 

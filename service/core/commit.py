@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import hashcore
 
-from ..storage import chains
+from ..storage import chains, queries
 from ..storage.database import Connection, Database
 from .outcomes import ZERO_HASH, Appended, Conflict, KeyRevoked, Outcome
 
@@ -153,13 +153,13 @@ async def _write(
     """Append the batch's events from index `skip` on, and `seal`, at `head`."""
     batch = sub.batch
     new = slice(skip, batch.count)
-    rows = chains.NewRecords(
-        seqs=[*batch.seqs[new], seal.seq],
-        is_seal=[False] * (batch.count - skip) + [True],
-        kinds=[*batch.kinds[new], "CHAIN_SEAL"],
-        ts=[*batch.ts[new], seal.ts],
-        hashes=[*batch.hashes[new], seal.hash],
-        records=[*batch.records[new], seal.record],
+    rows = queries.pack_rows(
+        batch.first_seq + skip,
+        batch.kinds[new],
+        batch.ts[new],
+        batch.hashes[new],
+        batch.records[new],
+        (seal.ts, seal.hash, seal.record),
     )
     return await chains.append_at_head(
         conn,
@@ -168,8 +168,7 @@ async def _write(
         sub.api_key_id,
         (head.next_seq, head.head_hash, head.last_seal_hash),
         rows,
-        (batch.last_seq + 1, batch.last_hash),
-        (seal.seq, seal.hash),
+        batch.last_hash,
         first_ts=batch.ts[0] if batch.first_seq == 0 else None,
         last_ts=batch.ts[-1],
     )

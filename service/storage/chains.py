@@ -8,7 +8,6 @@ functions of migration 0002.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import queries
@@ -23,18 +22,6 @@ class StoredHead:
     next_seq: int
     head_hash: str
     last_seal_hash: str
-
-
-@dataclass(frozen=True)
-class NewRecords:
-    """The rows one commit inserts: its events, then their seal, column by column."""
-
-    seqs: Sequence[int]
-    is_seal: Sequence[bool]
-    kinds: Sequence[str]
-    ts: Sequence[str]
-    hashes: Sequence[str]
-    records: Sequence[bytes]
 
 
 async def lock_session_head(
@@ -73,35 +60,27 @@ async def append_at_head(
     session_id: str,
     api_key_id: str,
     head: tuple[int, str, str],
-    rows: NewRecords,
-    new_head: tuple[int, str],
-    seal: tuple[int, str],
+    rows: queries.PackedRows,
+    new_head_hash: str,
     first_ts: str | None,
     last_ts: str,
 ) -> str:
-    """Insert `rows` and move the head from `head` (next_seq, head_hash, last seal's
-    hash) to `new_head` (next_seq, head_hash) with `seal` (seq, hash) as the last
-    seal: one statement, its own transaction unless inside one.
+    """Insert `rows` (events, then their seal) and move the head from `head`
+    (next_seq, head_hash, last seal's hash) past them: one statement, its own
+    transaction unless inside one.
 
     Returns 'appended', 'moved' (the head is not `head` any more: nothing was
     written) or 'revoked' (the API key was revoked: nothing was written).
     """
-    status = await conn.fetchval(
-        queries.APPEND_AT_HEAD,
+    args = queries.append_args(
         SESSION_HEAD,
         tenant_id,
         session_id,
         api_key_id,
-        *head,
-        rows.seqs,
-        rows.is_seal,
-        rows.kinds,
-        rows.ts,
-        rows.hashes,
-        rows.records,
-        *new_head,
-        *seal,
+        head,
+        rows,
+        new_head_hash,
         first_ts,
         last_ts,
     )
-    return str(status)
+    return str(await conn.fetchval(queries.APPEND_AT_HEAD, *args))

@@ -1,10 +1,16 @@
-"""The SQL text of the statements on the ingest hot path, as plain constants.
+"""The statements on the ingest hot path: their SQL text, and how the commit's
+rows are packed into their arguments.
 
 Kept apart from the modules that run them so that they can be imported without
 the trio-asyncio bridge (importing `trio_asyncio` patches asyncio's loop policy
 process-wide, STACK_NOTES trap 5): the benchmarks' plain-asyncio baselines run
-exactly these statements.
+exactly these statements, with exactly these arguments.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 # Advisory lock, API key still live, head row FOR UPDATE (migration 0002).
 LOCK_SESSION_HEAD = "SELECT * FROM lock_session_head($1, $2, $3::uuid, $4)"
@@ -21,13 +27,85 @@ COVERING_SEAL = """SELECT record FROM records
                    ORDER BY seq LIMIT 1"""
 
 # Events, their seal and the new head, if the head is still the one the seal
-# was made against: 'appended', 'moved' (nothing written) or 'revoked'.
-APPEND_AT_HEAD = """SELECT append_at_head($1, $2, $3::uuid, $4, $5, $6, $7,
-                                         $8, $9, $10, $11, $12, $13,
-                                         $14, $15, $16, $17, $18, $19)"""
+# was made against: 'appended', 'moved' (nothing written) or 'revoked'
+# (migration 0004; the arguments are `append_args`).
+APPEND_AT_HEAD = """SELECT append_packed_at_head($1, $2, $3::uuid, $4, $5, $6, $7, $8, $9,
+                                                $10, $11, $12, $13, $14, $15, $16, $17, $18)"""
 
 # An API key and its tenant, by the key's id.
 FIND_API_KEY = """SELECT k.key_id, k.tenant_id, t.name AS tenant, k.secret_hash, k.scopes,
                          k.created_at, k.revoked_at
                   FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
                   WHERE k.key_id = $1"""
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """The rows of one commit, as a few scalars rather than six arrays (asyncpg
+    encodes an array element by element): events with contiguous seqs from
+    `first_seq`, their kinds, timestamps and records newline-joined (JCS text
+    never holds a raw newline), their hashes concatenated; then the seal."""
+
+    first_seq: int
+    kinds: str
+    ts: str
+    hashes: str
+    records: str
+    seal_ts: str
+    seal_hash: str
+    seal_record: str
+
+
+def pack_rows(
+    first_seq: int,
+    kinds: Sequence[str],
+    ts: Sequence[str],
+    hashes: Sequence[str],
+    records: Sequence[bytes],
+    seal: tuple[str, str, bytes],
+) -> PackedRows:
+    """`seal` is (ts, hash, record)."""
+    seal_ts, seal_hash, seal_record = seal
+    return PackedRows(
+        first_seq,
+        "\n".join(kinds),
+        "\n".join(ts),
+        "".join(hashes),
+        b"\n".join(records).decode(),
+        seal_ts,
+        seal_hash,
+        seal_record.decode(),
+    )
+
+
+def append_args(
+    lock_namespace: int,
+    tenant_id: int,
+    session_id: str,
+    api_key_id: str,
+    head: tuple[int, str, str],
+    rows: PackedRows,
+    new_head_hash: str,
+    first_ts: str | None,
+    last_ts: str,
+) -> tuple[object, ...]:
+    """The arguments of APPEND_AT_HEAD: `head` is the head the seal was made
+    against (next_seq, head_hash, last seal's hash)."""
+    return (
+        lock_namespace,
+        tenant_id,
+        session_id,
+        api_key_id,
+        *head,
+        rows.first_seq,
+        rows.kinds,
+        rows.ts,
+        rows.hashes,
+        rows.records,
+        rows.seal_ts,
+        rows.seal_hash,
+        rows.seal_record,
+        new_head_hash,
+        first_ts,
+        last_ts,
+    )
