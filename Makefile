@@ -10,7 +10,7 @@ export PYO3_PYTHON := $(BIN)/python
 HASHCORE_SRC := $(shell find hashcore/src hashcore/python -type f 2>/dev/null) \
                 hashcore/Cargo.toml hashcore/pyproject.toml Cargo.toml Cargo.lock
 
-.PHONY: venv run test lint bench lock clean
+.PHONY: venv run test lint bench lock clean fuzz soak
 
 venv: $(VENV)/.deps $(VENV)/.hashcore
 
@@ -32,9 +32,9 @@ run: venv
 	$(BIN)/python -m service serve --host $(HOST) --port $(PORT)
 
 lint: venv
-	$(BIN)/ruff check service sdk tests bench
-	$(BIN)/ruff format --check service sdk tests bench
-	$(BIN)/mypy --strict service sdk/src tests bench
+	$(BIN)/ruff check service sdk tests bench soak
+	$(BIN)/ruff format --check service sdk tests bench soak
+	$(BIN)/mypy --strict service sdk/src tests bench soak
 	$(BIN)/python -m mypy.stubtest hashcore
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
@@ -42,6 +42,21 @@ lint: venv
 test: lint
 	cargo test --workspace --quiet
 	$(BIN)/pytest -q
+
+# tests/test_openapi_conformance.py (part of `make test`: schemathesis against
+# /openapi.json, every check) with many more examples: a few minutes.
+FUZZ_EXAMPLES ?= 300
+FUZZ_SEED     ?= 20261130
+fuzz: venv
+	CHAIN_CONFORMANCE_EXAMPLES=$(FUZZ_EXAMPLES) CHAIN_CONFORMANCE_SEED=$(FUZZ_SEED) \
+	CHAIN_CONFORMANCE_STATEFUL_STEPS=20 \
+	$(BIN)/pytest -q -p no:cacheprovider --timeout 1800 tests/test_openapi_conformance.py
+
+# The fault soak (not part of `make test`): writers through `serve --workers 2`
+# while workers, the server and PostgreSQL are killed, restarted and frozen;
+# then an independent check that nothing acknowledged was lost. Bounded in time.
+soak: venv
+	$(BIN)/python -m soak
 
 bench: venv
 	$(BIN)/python bench/hashcore_bench.py

@@ -167,10 +167,13 @@ async def test_openapi_describes_every_route_and_error(server: Server) -> None:
         "/healthz",
         "/readyz",
         "/metrics",
+        "/openapi.json",
     }
     assert set(spec["paths"]) == app_routes
     ingest = spec["paths"]["/v1/ingest"]["post"]["responses"]
-    assert set(ingest) == {"200", "400", "401", "403", "409", "413", "415", "429", "503"}
+    assert set(ingest) == {
+        *("200", "400", "401", "403", "408", "409", "413", "415", "429", "431", "501", "503")
+    }
     codes = set(spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
     assert {"hash_mismatch", "seq_gap", "chain_fork", "overloaded", "unavailable"} <= codes
 
