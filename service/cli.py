@@ -25,6 +25,7 @@ from .runtime import prepare_storage, tune_gc_for_serving
 from .storage import migrations, seal_keys, tenants
 from .storage.database import Database, with_database
 from .storage.embedded import EmbeddedPostgres
+from .supervisor import supervise
 
 log = logging.getLogger("service")
 
@@ -97,8 +98,6 @@ def main(log_level: str) -> None:
 @_data_dir_option
 def serve(host: str, port: int, workers: int, data_dir: Path) -> None:
     """Serve the API (embedded PostgreSQL unless DATABASE_URL is set)."""
-    from hypercorn.run import run
-
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["CHAIN_DATA_DIR"] = str(data_dir)
@@ -135,7 +134,7 @@ def serve(host: str, port: int, workers: int, data_dir: Path) -> None:
             signer.key_id,
         )
         try:
-            code = run(config) if workers > 1 else trio.run(_serve_here, config)
+            code = supervise(config) if workers > 1 else trio.run(_serve_here, config)
         finally:
             if workers > 1:
                 shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)

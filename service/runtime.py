@@ -134,6 +134,10 @@ class Runtime:
                 active = await seal_keys.active_seal_key_id(self.db)
             except DatabaseUnavailable:
                 continue
+            except Exception:
+                # A bug here must not take the worker's runtime down with it.
+                log.exception("checking the active seal key failed")
+                continue
             if active is None or active == self.signer.key_id:
                 continue
             key_file = self.settings.key_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+import asyncpg
 import pytest
 import trio
 
@@ -88,6 +89,33 @@ async def test_many_cancellations_do_not_leak_connections(db: Database) -> None:
             nursery.start_soon(one, 0.2 + i * 0.03)
     await _assert_clean(db)
     assert db.statistics()["waiting"] == 0
+
+
+async def test_a_connection_that_lost_its_protocol_state_is_unavailable_and_dropped(
+    db: Database,
+) -> None:
+    """A backend that died while its connection sat idle in the pool makes asyncpg's
+    next query fail with InternalClientError ('cannot switch to state ...'): found
+    by the fault soak as a 500. It is a 503, and that connection is not reused."""
+    pids: list[int] = []
+
+    async def confused(conn: Connection) -> None:
+        pids.append(int(await conn.fetchval("SELECT pg_backend_pid()")))
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+    async def alive(conn: Connection) -> int:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE pid = any($1::int[])"
+        return int(await conn.fetchval(query, pids))
+
+    for run in (db.run, db.transaction):
+        with pytest.raises(DatabaseUnavailable, match="InternalClientError"):
+            await run(confused)
+    with trio.fail_after(10):
+        while await db.run(alive):
+            await trio.sleep(0.05)
+    assert db.statistics()["in_use"] == 0
 
 
 async def test_commit_returns_what_the_work_returned(db: Database) -> None:

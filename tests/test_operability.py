@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
 from pathlib import Path
 
 import httpx
+import psutil  # type: ignore[import-untyped]
 import pytest
 import trio
 
@@ -158,3 +161,47 @@ async def test_a_seal_key_rotation_reaches_every_running_worker(
         assert set(seen) == {new_key_id}
     finally:
         await trio.to_thread.run_sync(serve.stop)
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_is_replaced_and_the_server_keeps_serving(
+    db: Database, database_url: str, make_key: MakeKey, tmp_path: Path
+) -> None:
+    """hypercorn's own loop took the whole server down (exit status 0) when one
+    worker died: found by the fault soak."""
+    key = await make_key()
+    serve = await trio.to_thread.run_sync(
+        lambda: spawn_serve(database_url, tmp_path / "data", workers=2)
+    )
+    try:
+        master = psutil.Process(serve.proc.pid)
+
+        def workers() -> set[int]:
+            """The worker processes (not multiprocessing's resource tracker)."""
+            return {
+                p.pid
+                for p in master.children()
+                if "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+            }
+
+        assert len(workers()) == 2
+        victim = min(workers())
+        os.kill(victim, signal.SIGKILL)
+        with trio.fail_after(60):
+            while True:
+                alive = workers()
+                if len(alive) == 2 and victim not in alive:
+                    break
+                assert serve.proc.poll() is None, "the server exited when one worker died"
+                await trio.sleep(0.1)
+        headers = {"Authorization": f"Bearer {key}"}
+        for _ in range(8):  # fresh connections: both workers answer
+            async with httpx.AsyncClient(base_url=serve.url, headers=headers) as client:
+                with trio.fail_after(30):
+                    while (await client.get("/readyz")).status_code != 200:
+                        await trio.sleep(0.1)
+                r = await client.post("/v1/ingest", content=body_of(Chain().make(2)), headers=JSON)
+                assert r.status_code == 200, r.text
+    finally:
+        await trio.to_thread.run_sync(serve.stop)
+    assert serve.proc.returncode == 0

@@ -247,7 +247,9 @@ class IngestEndpoint:
                 )
             case Unavailable():
                 return unavailable(
-                    f"{outcome.reason}; nothing was stored", settings.retry_after_seconds
+                    f"{outcome.reason}; send the batch again: it is stored at most once "
+                    "(if this attempt was, the retry is answered duplicate)",
+                    settings.retry_after_seconds,
                 )
             case KeyRevoked():
                 return unauthenticated("the API key was revoked")

@@ -431,7 +431,8 @@ _RESPONSES: dict[str, Any] = {
     "Unavailable": _problem(
         503,
         ["unavailable"],
-        "unavailable: the database is unreachable or too slow; nothing was stored",
+        "unavailable: the database is unreachable or too slow; a retry is always safe "
+        "(a batch this attempt did store is answered duplicate)",
         **{"Retry-After": _RETRY_AFTER},
     ),
 }

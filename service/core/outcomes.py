@@ -51,7 +51,9 @@ class Overloaded:
 
 @dataclass(frozen=True)
 class Unavailable:
-    """The database is unreachable or too slow (503); nothing was stored."""
+    """The database is unreachable or too slow (503). Usually nothing was stored;
+    a commit already sent when its deadline passed may still land: either way a
+    retry is safe (answered duplicate if it did)."""
 
     reason: str
 

@@ -47,6 +47,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     # Serialization failures and deadlocks: nothing was stored, a retry may pass.
     asyncpg.exceptions.TransactionRollbackError,
+    # A backend that died while its connection sat idle in the pool (terminated,
+    # or the server crashed) sends a FATAL error that asyncpg reads as the start
+    # of an operation: the next query on it fails with "cannot switch to state
+    # 11/12; another operation (2) is in progress" before reaching the server.
+    # `_unusable` tears such a connection down.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -215,7 +221,7 @@ class _Cursor:
 
 
 async def _in_transaction(pool: asyncpg.Pool, work: Work[T]) -> T:
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, _unusable(conn):
         tx = conn.transaction()
         await tx.start()
         try:
@@ -226,6 +232,16 @@ async def _in_transaction(pool: asyncpg.Pool, work: Work[T]) -> T:
             raise
         await _finish(tx.commit(), conn)
         return result
+
+
+@asynccontextmanager
+async def _unusable(conn: Connection) -> AsyncIterator[None]:
+    """A connection whose protocol state asyncpg lost is closed, not pooled again."""
+    try:
+        yield
+    except asyncpg.exceptions.InternalClientError:
+        conn.terminate()
+        raise
 
 
 def _is_closed(conn: Connection) -> bool:
@@ -239,7 +255,7 @@ def _is_closed(conn: Connection) -> bool:
 
 
 async def _on_connection(pool: asyncpg.Pool, work: Work[T]) -> T:
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, _unusable(conn):
         return await work(conn)
 
 
