@@ -170,7 +170,7 @@ async def test_connection_killed_inside_the_commit_stores_nothing(
 
             assert killed
             body = assert_unavailable(responses[0])
-            assert "nothing was stored" in body["detail"]
+            assert "send the batch again" in body["detail"]
             assert await stored(db, chain.session_id) == before
 
         # The pool replaced the dead connection by itself: the retry goes in whole.
