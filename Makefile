@@ -10,7 +10,7 @@ export PYO3_PYTHON := $(BIN)/python
 HASHCORE_SRC := $(shell find hashcore/src hashcore/python -type f 2>/dev/null) \
                 hashcore/Cargo.toml hashcore/pyproject.toml Cargo.toml Cargo.lock
 
-.PHONY: venv run test lint bench lock clean fuzz soak
+.PHONY: venv run test lint bench lock clean fuzz soak cluster cluster-stop test-cluster
 
 venv: $(VENV)/.deps $(VENV)/.hashcore
 
@@ -42,6 +42,23 @@ lint: venv
 test: lint
 	cargo test --workspace --quiet
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-cluster
+
+# A local Citus cluster: a coordinator and 2 workers on 127.0.0.1 (PostgreSQL 15
+# from Debian, Citus built once from vendor/citus/; root for apt-get and install).
+# Prints DATABASE_URL=... last; `make cluster-stop` stops it, its data stays.
+cluster:
+	@bash vendor/citus/cluster.sh start
+
+cluster-stop:
+	@bash vendor/citus/cluster.sh stop
+
+# The storage-facing suites again on the cluster (started for them if it was not
+# running, and then stopped again).
+CLUSTER_TESTS := tests/citus tests/test_ingest.py tests/test_replay.py tests/test_race.py \
+                 tests/test_sessions_api.py tests/test_evidence.py tests/test_tenancy.py
+test-cluster: venv
+	bash vendor/citus/cluster.sh with $(BIN)/pytest -q -p no:cacheprovider $(CLUSTER_TESTS)
 
 # tests/test_openapi_conformance.py (part of `make test`: schemathesis against
 # /openapi.json, every check) with many more examples: a few minutes.
@@ -58,10 +75,13 @@ fuzz: venv
 soak: venv
 	$(BIN)/python -m soak
 
+# Every benchmark, on purpose (never in `make test`); figures to bench/results/*.json,
+# plots to docs/bench/*.png.
 bench: venv
 	$(BIN)/python bench/hashcore_bench.py
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/replay_bench.py
+	bash vendor/citus/cluster.sh with $(BIN)/python bench/citus_bench.py
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable --exclude hashcore --exclude agent-chain > requirements.lock

@@ -28,7 +28,7 @@ from service.app import create_app
 from service.config import Settings
 from service.core import credentials
 from service.runtime import Runtime
-from service.storage import migrations, tenants
+from service.storage import citus, migrations, tenants
 from service.storage.database import (
     Connection,
     Database,
@@ -70,22 +70,15 @@ def pg_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(pg_server: str) -> Iterator[str]:
-    """A fresh database for this test session, migrated."""
+    """A fresh database for this test session, migrated (on every node, with the
+    extension and the node list, when DATABASE_URL is a Citus coordinator's)."""
     name = f"chain_test_{os.getpid()}_{secrets.token_hex(3)}"
-
-    async def create(db: Database) -> None:
-        await db.run(lambda conn: conn.execute(f'CREATE DATABASE "{name}"'))
-
-    async def drop(db: Database) -> None:
-        await db.run(lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    with_database(pg_server, create)
-    url = with_dbname(pg_server, name)
-    with_database(url, migrations.migrate)
+    url = citus.create_database(pg_server, name)
     try:
+        with_database(url, migrations.migrate)
         yield url
     finally:
-        with_database(pg_server, drop)
+        citus.drop_database(pg_server, name)
 
 
 async def _truncate(conn: Connection) -> None:
@@ -190,12 +183,18 @@ class ServeProcess:
 
 
 def spawn_serve(
-    database_url: str, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str,
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> ServeProcess:
-    """`python -m service serve` as its own process; returns once /readyz is 200."""
-    port = free_port()
+    """`python -m service serve` as its own process (on `port`, so that a restart
+    keeps the clients' URL, or a free one); returns once /readyz is 200."""
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / f"serve-{port}.log"
+    log = data_dir / f"serve-{port}-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -226,7 +225,7 @@ def spawn_serve(
                 return handle
         except httpx.TransportError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     handle.stop()
     raise RuntimeError(f"serve never became ready:\n{log.read_text()}")
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from . import citus
 from .database import Connection, Database
 from .locks import MIGRATIONS
 
@@ -45,6 +46,12 @@ async def _applied(conn: Connection) -> set[int]:
     return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
 
 
+async def _on_citus_worker(conn: Connection) -> bool:
+    if not await citus.has_citus(conn):
+        return False
+    return bool(await conn.fetchval("SELECT groupid <> 0 FROM pg_dist_local_group"))
+
+
 async def migrate(db: Database) -> list[Migration]:
     """Apply every pending migration, each in its own transaction; return those applied."""
     done: list[Migration] = []
@@ -55,6 +62,13 @@ async def migrate(db: Database) -> list[Migration]:
             await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", MIGRATIONS)
             if m.version in await _applied(conn):
                 return False
+            if await _on_citus_worker(conn):
+                # DDL on a worker would make local tables there, beside the
+                # cluster's: the schema is changed through the coordinator.
+                raise RuntimeError(
+                    f"migration {m.version:04d}_{m.name} is pending: this is a Citus worker, "
+                    "apply migrations through the coordinator"
+                )
             await conn.execute(m.sql)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name

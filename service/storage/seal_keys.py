@@ -29,6 +29,10 @@ async def register(db: Database, key_id: str, public_key: bytes, *, activate: bo
 
     async def work(conn: Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", SEAL_KEYS)
+        # The advisory lock is the node's own; on a Citus cluster a process may be
+        # connected to any node, and LOCK TABLE on a reference table is taken on
+        # every node. (Readers are not blocked.)
+        await conn.execute("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
         known = await conn.fetchval("SELECT active FROM signing_keys WHERE key_id = $1", key_id)
         any_active = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)")
         if known is None:
@@ -40,11 +44,14 @@ async def register(db: Database, key_id: str, public_key: bytes, *, activate: bo
                 active,
             )
         if activate:
+            # now() read first: Citus refuses it inside CASE/COALESCE of an UPDATE.
+            now = await conn.fetchval("SELECT now()")
             await conn.execute(
                 """UPDATE signing_keys SET active = (key_id = $1),
                        retired_at = CASE WHEN key_id = $1 THEN NULL
-                                         ELSE coalesce(retired_at, now()) END""",
+                                         ELSE coalesce(retired_at, $2::timestamptz) END""",
                 key_id,
+                now,
             )
 
     await db.transaction(work)

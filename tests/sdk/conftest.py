@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,43 +13,11 @@ import httpx
 import pytest
 
 from service.core import credentials
-from service.storage import migrations, tenants
+from service.storage import citus, migrations, tenants
 from service.storage.database import Database, with_database
 
-from ..conftest import ServeProcess, free_port, with_dbname
-from ..support import ROOT, Stored, stored
-
-
-def spawn_serve(database_url: str, data_dir: Path, port: int) -> ServeProcess:
-    """`python -m service serve` on `port` (so that a restart keeps the clients'
-    URL), its seal key in `data_dir`; returns once /readyz is 200."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / f"serve-{port}-{time.monotonic_ns()}.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "service", "serve"),
-                *("--port", str(port), "--data-dir", str(data_dir)),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    handle = ServeProcess(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{handle.url}/readyz", timeout=2).status_code == 200:
-                return handle
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    handle.stop()
-    raise RuntimeError(f"serve never became ready:\n{log.read_text()}")
+from ..conftest import ServeProcess, free_port, spawn_serve
+from ..support import Stored, stored
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +25,12 @@ def sdk_database_url(pg_server: str) -> Iterator[str]:
     """A database for the SDK tests alone: the service processes they start
     keep their seal keys in it, so no other test may empty it under them."""
     name = f"chain_sdk_{os.getpid()}_{secrets.token_hex(3)}"
-
-    async def create(db: Database) -> None:
-        await db.run(lambda conn: conn.execute(f'CREATE DATABASE "{name}"'))
-
-    async def drop(db: Database) -> None:
-        await db.run(lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    with_database(pg_server, create)
-    url = with_dbname(pg_server, name)
+    url = citus.create_database(pg_server, name)
     with_database(url, migrations.migrate)
     try:
         yield url
     finally:
-        with_database(pg_server, drop)
+        citus.drop_database(pg_server, name)
 
 
 @dataclass
@@ -90,7 +47,9 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = spawn_serve(self.database_url, self.data_dir, self.port)
+        self.proc = spawn_serve(
+            self.database_url, self.data_dir, port=self.port, env={"LOG_LEVEL": "WARNING"}
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

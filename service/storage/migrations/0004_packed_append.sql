@@ -62,14 +62,12 @@ BEGIN
 END
 $$;
 
--- On a Citus cluster, the packed commit runs where the session is, as one task.
+-- On a Citus cluster, the packed commit runs where the session is, as one task
+-- (distribute_on_citus, migration 0003, distributes it once it exists).
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
-        PERFORM create_distributed_function(
-            'append_packed_at_head(integer, bigint, uuid, text, bigint, text, text, bigint,'
-            ' text, text, text, text, text, text, text, text, text, text)', 'p_session',
-            colocate_with => 'sessions', force_delegation => true);
+        PERFORM distribute_on_citus();
     END IF;
 END
 $$;
