@@ -81,6 +81,8 @@ bench: venv
 	$(BIN)/python bench/hashcore_bench.py
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/replay_bench.py
+	$(BIN)/python bench/latency_bench.py
+	$(BIN)/python bench/scale_bench.py
 	bash vendor/citus/cluster.sh with $(BIN)/python bench/citus_bench.py
 
 lock:

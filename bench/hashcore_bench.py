@@ -2,16 +2,19 @@
 
 Run on purpose (not a test), with a release build of hashcore installed:
 
-    python bench/hashcore_bench.py
+    python bench/hashcore_bench.py            # ~15 s
+    python bench/hashcore_bench.py --quick    # ~3 s, indicative only
 
 All ratios are measured in the same run, on the same generated batches
 (bench/workload.py). The pure-Python baseline is bench/reference.py, the
 validator the conventional server of the ingest bench runs; it must return the
-same records as hashcore, byte for byte.
+same records as hashcore, byte for byte. Figures also go to
+bench/results/hashcore.json (hashcore_quick.json with --quick).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import subprocess
@@ -20,6 +23,8 @@ from collections.abc import Callable
 
 import orjson
 import reference
+import results
+from processes import ROOT
 from workload import EVENTS, big_payload, client_batch, small_payload
 
 import hashcore
@@ -84,8 +89,19 @@ def openssl_sha256_bytes_per_s() -> float | None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short timing rounds")
+    args = parser.parse_args()
+    ctx = results.context()
+    scale = 0.15 if args.quick else 1.0
     cases = [("~300 B payloads", small_payload), ("~4 KB payloads", big_payload)]
     sha_rate = openssl_sha256_bytes_per_s()
+    figures: dict[str, object] = {
+        "events_per_batch": EVENTS,
+        "openssl_sha256_bytes_per_s": sha_rate,
+        "quick": args.quick,
+        "cases": {},
+    }
     for name, payload in cases:
         bodies = [client_batch(payload, seed) for seed in range(5)]
         for b in bodies:
@@ -94,24 +110,37 @@ def main() -> None:
         per_payload = (size - 2) / EVENTS - 250
         print(f"\n== {EVENTS} events/batch, {name}")
         print(f"   body {size / 1024:.1f} KiB, payload ≈{per_payload:.0f} B")
-        results = {}
+        timings = {}
         for label, fn in [
             ("hashcore.verify_batch", native_bare),
             ("hashcore.verify_batch + .records", native),
             ("orjson + hashlib (no checks)", orjson_shortcut),
             ("json + rfc8785 + hashlib", pure_python),
         ]:
-            t = timeit(fn, bodies, 0.5 if fn is pure_python else 1.0)
-            results[label] = t
+            t = timeit(fn, bodies, (0.5 if fn is pure_python else 1.0) * scale)
+            timings[label] = t
             print(f"{label:36s} {EVENTS / t:12,.0f} events/s {size / t / 1e6:9.1f} MB/s")
-        ours = results["hashcore.verify_batch + .records"]
-        print(f"speed-up vs pure Python:    {results['json + rfc8785 + hashlib'] / ours:6.1f}x")
-        print(f"speed-up vs orjson+hashlib: {results['orjson + hashlib (no checks)'] / ours:6.2f}x")
+        ours = timings["hashcore.verify_batch + .records"]
+        print(f"speed-up vs pure Python:    {timings['json + rfc8785 + hashlib'] / ours:6.1f}x")
+        print(f"speed-up vs orjson+hashlib: {timings['orjson + hashlib (no checks)'] / ours:6.2f}x")
+        case: dict[str, object] = {
+            "body_bytes": round(size),
+            "events_per_s": {k: round(EVENTS / t) for k, t in timings.items()},
+            "mb_per_s": {k: round(size / t / 1e6, 1) for k, t in timings.items()},
+            "over_pure_python": round(timings["json + rfc8785 + hashlib"] / ours, 2),
+            "over_orjson": round(timings["orjson + hashlib (no checks)"] / ours, 3),
+        }
         if payload is big_payload and sha_rate:
             print(
                 f"fraction of `openssl speed sha256` (8 KiB blocks, {sha_rate / 1e6:.0f} MB/s): "
                 f"{size / ours / sha_rate:.2f}"
             )
+            case["fraction_of_openssl_sha256"] = round(size / ours / sha_rate, 3)
+        cases_out = figures["cases"]
+        assert isinstance(cases_out, dict)
+        cases_out[name] = case
+    path = results.save("hashcore_quick" if args.quick else "hashcore", ctx, figures)
+    print(f"\nfigures: {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

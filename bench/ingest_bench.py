@@ -22,46 +22,34 @@ Each phase warms up, runs for a fixed time (or until the batches run out), then 
 every acknowledged event and seal is stored. Besides rates and latencies it
 reports where the cores' time went (load generator, server, PostgreSQL, other
 processes, idle), CPU per batch, and WAL per batch: the machine is shared, and
-the "other" column says how much a run was disturbed.
+the "other" column says how much a run was disturbed. Every figure also goes
+to bench/results/ingest.json (ingest_quick.json with --quick). The three systems
+are set up by bench/systems.py, shared with the latency and scale benches.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pickle
 import platform
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import orjson
+import results
 import trio
-from loadgen import Phase, encode_requests, run_http_load
-from processes import (
-    BENCH,
-    PY,
-    ROOT,
-    CpuMeter,
-    Server,
-    free_port,
-    fresh_postgres,
-    process_cpu,
-    service_command,
-    with_conn,
-)
+from loadgen import Phase
+from processes import ROOT
+from systems import SYSTEMS, Workload, bench_database, measure
 from workload import EVENTS, ingest_bodies
 
 SESSIONS = 64
-DIRECT_WRITERS = 8
 WARM_BATCHES = 2
 TARGET = 50_000  # events/s for ours with --workers 2 (the issue's target)
+PHASES = list(SYSTEMS)  # direct, conventional, ours
 
 
 @dataclass(frozen=True)
@@ -72,150 +60,6 @@ class Mode:
 
 FULL = Mode(batches=150, seconds=15.0)
 QUICK = Mode(batches=20, seconds=4.0)
-
-
-# --- the database, from plain asyncio (this process never imports trio_asyncio) -----
-
-
-async def reset(conn: asyncpg.Connection) -> None:
-    """Empty the chains (keep tenants and keys) and start from a fresh checkpoint."""
-    await conn.execute("TRUNCATE records, sessions")
-    await conn.execute("CHECKPOINT")
-
-
-async def wal_position(conn: asyncpg.Connection) -> int:
-    """The current WAL insert position, in bytes (asyncpg decodes pg_lsn to int)."""
-    return int(await conn.fetchval("SELECT pg_current_wal_lsn()"))
-
-
-async def stored_counts(conn: asyncpg.Connection) -> tuple[int, int, int]:
-    row = await conn.fetchrow(
-        """SELECT count(*) FILTER (WHERE NOT is_seal), count(*) FILTER (WHERE is_seal),
-                  (SELECT coalesce(sum(next_seq), 0) FROM sessions)
-           FROM records"""
-    )
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
-
-
-def check_stored(dsn: str, phase: Phase) -> None:
-    events, seals, heads = with_conn(dsn, stored_counts)
-    phase.ok = events == phase.events and seals == phase.batches and heads == phase.events
-    verdict = "nothing lost" if phase.ok else "MISMATCH"
-    phase.stored = (
-        f"{phase.name}: stored {events:,} events + {seals:,} seals (heads sum {heads:,}); "
-        f"acknowledged {phase.events:,} events in {phase.batches:,} batches: {verdict}"
-    )
-
-
-# --- the three phases ------------------------------------------------------------------
-
-
-@dataclass
-class Setup:
-    tmp: Path
-    dsn: str
-    pg_pid: int
-    key_id: str
-    tenant_id: int
-    bodies_file: Path
-    requests: list[list[bytes]]
-    mode: Mode
-
-
-def phase_direct(s: Setup) -> Phase:
-    writers = min(DIRECT_WRITERS, len(s.requests))  # each writer owns sessions
-    cfg = {
-        "dsn": s.dsn,
-        "bodies": str(s.bodies_file),
-        "tenant_id": s.tenant_id,
-        "key_id": s.key_id,
-        "writers": writers,
-        "warm_batches": WARM_BATCHES,
-        "duration": s.mode.seconds,
-    }
-    child = subprocess.Popen(
-        [PY, str(BENCH / "direct_asyncpg.py"), json.dumps(cfg)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdin is not None and child.stdout is not None
-
-    def expect(word: str) -> None:
-        line = child.stdout.readline() if child.stdout else ""
-        if line.strip() != word:
-            raise RuntimeError(f"direct_asyncpg.py: expected {word!r}, got {line!r}")
-
-    meter = CpuMeter(lambda: process_cpu(child.pid), None, s.pg_pid)
-    phase = Phase(f"direct asyncpg ({writers} writers)")
-    try:
-        expect("start")
-        meter.start()
-        expect("end")
-        phase.cpu = meter.stop()
-        child.stdin.write("go on\n")
-        child.stdin.close()
-        result = json.loads(child.stdout.readline())
-    finally:
-        try:
-            child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    phase.events, phase.batches = result["events"], result["batches"]
-    phase.timed_events, phase.timed_batches = result["timed_events"], result["timed_batches"]
-    phase.seconds, phase.latencies = result["seconds"], result["latencies"]
-    phase.statuses["ok"] = result["batches"]
-    return phase
-
-
-def phase_http(
-    s: Setup, name: str, argv: list[str], env: dict[str, str], port: int, ready: str
-) -> Phase:
-    server = Server(argv, {**os.environ, **env, "DATABASE_URL": s.dsn}, s.tmp / f"{port}.log")
-    try:
-        server.wait_ready(port, ready)
-        phase = run_http_load(
-            name,
-            port,
-            s.requests,
-            warm=WARM_BATCHES,
-            seconds=s.mode.seconds,
-            server_pid=server.pid,
-            pg_pid=s.pg_pid,
-        )
-    except BaseException:
-        print(f"--- {name} server log (tail) ---\n{server.tail()}", file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-    if phase.first_error:
-        print(f"--- {name} server log (tail) ---\n{server.tail()}", file=sys.stderr)
-    return phase
-
-
-def phase_conventional(s: Setup) -> Phase:
-    port = free_port()
-    argv = [PY, "-m", "uvicorn", "baseline_app:app", "--app-dir", str(BENCH)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    return phase_http(s, "conventional FastAPI+uvicorn -w2", argv, {}, port, "/healthz")
-
-
-def phase_ours(s: Setup) -> Phase:
-    port = free_port()
-    data_dir = s.tmp / "ours"
-    argv = [PY, "-m", "service", "serve", "--workers", "2", "--port", str(port)]
-    argv += ["--data-dir", str(data_dir)]
-    return phase_http(s, "ours: service serve -w2", argv, {}, port, "/readyz")
-
-
-PHASES: dict[str, Callable[[Setup], Phase]] = {
-    "direct": phase_direct,
-    "conventional": phase_conventional,
-    "ours": phase_ours,
-}
 
 
 # --- report ---------------------------------------------------------------------------
@@ -299,7 +143,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short windows, fewer batches")
     parser.add_argument(
-        "--only", action="append", choices=list(PHASES), help="run only these phases (repeatable)"
+        "--only", action="append", choices=PHASES, help="run only these phases (repeatable)"
     )
     parser.add_argument(
         "--sessions", type=int, default=SESSIONS, help=f"sessions (default {SESSIONS})"
@@ -326,6 +170,7 @@ def main() -> int:
         )
     wanted = args.only or list(PHASES)
     started = time.monotonic()
+    ctx = results.context()
 
     cpus = os.cpu_count()
     affinity = len(os.sched_getaffinity(0))
@@ -338,34 +183,11 @@ def main() -> int:
         f"asyncpg {asyncpg.__version__}"
     )
 
-    with fresh_postgres("ingest-bench-") as pg:
-        tmp = pg.tmp
-
-        async def create_db(conn: asyncpg.Connection) -> tuple[str, str, str]:
-            await conn.execute("CREATE DATABASE bench")
-            return (
-                await conn.fetchval("SHOW server_version"),
-                await conn.fetchval("SHOW fsync"),
-                await conn.fetchval("SHOW synchronous_commit"),
-            )
-
-        version, fsync, sync_commit = with_conn(pg.dsn, create_db)
-        dsn = pg.server.dsn("bench")
+    with bench_database("ingest-bench-") as db:
         print(
-            f"PostgreSQL {version} (embedded, {tmp}), fsync={fsync}, "
-            f"synchronous_commit={sync_commit}"
+            f"PostgreSQL {db.version} (embedded, {db.tmp}), fsync={db.fsync}, "
+            f"synchronous_commit={db.synchronous_commit}"
         )
-
-        # The key (creating tenant and schema), as an operator would.
-        token = service_command(
-            ["keys", "create", "--tenant", "bench", "--scope", "ingest"],
-            {**os.environ, "DATABASE_URL": dsn, "LOG_LEVEL": "WARNING"},
-        )
-        key_id = token.split("_")[1]
-        tenant_id = with_conn(
-            dsn, lambda c: c.fetchval("SELECT id FROM tenants WHERE name = 'bench'")
-        )
-
         t = time.perf_counter()
         bodies = ingest_bodies(sessions, mode.batches)
         built = time.perf_counter() - t
@@ -379,29 +201,51 @@ def main() -> int:
             f"body {sum(sizes) / len(sizes) / 1024:.1f} KiB; "
             f"timed window <= {mode.seconds:.0f}s per phase; built in {built:.1f}s"
         )
-        bodies_file = tmp / "bodies.pickle"
-        with bodies_file.open("wb") as f:
-            pickle.dump(bodies, f, protocol=pickle.HIGHEST_PROTOCOL)
-        requests = encode_requests(bodies, token)
-        del bodies
-        setup = Setup(tmp, dsn, pg.pid, key_id, tenant_id, bodies_file, requests, mode)
+        work = Workload(bodies, WARM_BATCHES, EVENTS)
+        work.pickled(db.tmp)
+        work.requests(db.token)
 
         phases = []
         for kind in PHASES:
             if kind not in wanted:
                 continue
-            with_conn(dsn, reset)
-            wal = with_conn(dsn, wal_position)
-            phase = PHASES[kind](setup)
-            phase.wal_bytes = with_conn(dsn, wal_position) - wal
-            check_stored(dsn, phase)
+            phase = measure(db, kind, work, mode.seconds)
             phases.append(phase)
             print(f"  {phase.name}: {phase.events_per_s:,.0f} events/s", flush=True)
         print()
         report(phases, notes)
         print(f"wall time {time.monotonic() - started:.0f}s")
+        by_kind = dict(zip([k for k in PHASES if k in wanted], phases, strict=True))
+        figures: dict[str, object] = {
+            "workload": {
+                "sessions": sessions,
+                "batches_per_session": mode.batches,
+                "events_per_batch": EVENTS,
+                "warm_batches": WARM_BATCHES,
+                "payload_bytes": round(payload_bytes),
+                "body_bytes": round(sum(sizes) / len(sizes)),
+                "window_s": mode.seconds,
+                "quick": bool(args.quick),
+            },
+            "postgres": {"version": db.version, "fsync": db.fsync},
+            "phases": {k: p.summary() for k, p in by_kind.items()},
+            "ratios": ratios(by_kind),
+        }
+        path = results.save("ingest_quick" if args.quick else "ingest", ctx, figures)
+        print(f"figures: {path.relative_to(ROOT)}")
         clean = all(p.ok and not p.first_error for p in phases)
         return 0 if clean else 1
+
+
+def ratios(by_kind: dict[str, Phase]) -> dict[str, float]:
+    """ours / peer and ours / database limit, in events/s, when both were measured."""
+    out = {}
+    ours = by_kind.get("ours")
+    for kind in ("conventional", "direct"):
+        other = by_kind.get(kind)
+        if ours is not None and other is not None and other.events_per_s:
+            out[f"ours_over_{kind}"] = round(ours.events_per_s / other.events_per_s, 3)
+    return out
 
 
 if __name__ == "__main__":

@@ -238,6 +238,11 @@ class CpuUsage:
     other: float = 0.0
     idle: float = 0.0
     by_pid: dict[int, float] = field(default_factory=dict)
+    wall: float = 0.0  # seconds between start and stop
+
+    def other_share(self, cores: int) -> float:
+        """The share of the cores that other processes took in the metered time."""
+        return self.other / (self.wall * cores) if self.wall else 0.0
 
 
 class CpuMeter:
@@ -252,6 +257,7 @@ class CpuMeter:
     def start(self) -> None:
         self.c0, self.s0, self.p0 = self.client(), self._server(), cpu_seconds([self.pg_pid])
         self.m0 = psutil.cpu_times()
+        self.t0 = time.monotonic()
 
     def stop(self) -> CpuUsage:
         c1, s1, p1, m1 = (
@@ -265,6 +271,7 @@ class CpuMeter:
             server=cpu_spent(self.s0, s1),
             pg=cpu_spent(self.p0, p1),
             by_pid={pid: v - self.s0.get(pid, 0.0) for pid, v in s1.items()},
+            wall=time.monotonic() - self.t0,
         )
         use.idle = (m1.idle - self.m0.idle) + (m1.iowait - self.m0.iowait)
         # guest time is already counted in user; steal is time the host took away.

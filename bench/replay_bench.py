@@ -13,7 +13,8 @@ key), then times GET /v1/sessions/{id}/records while sampling the server's RSS
 with psutil. Replay streams from a cursor, so the peak RSS must stay flat from
 the small session to the large one: the ratio printed is measured in this run.
 It also exports the large session to an evidence bundle and verifies it offline,
-with the peak RSS of both commands.
+with the peak RSS of both commands. Figures also go to bench/results/replay.json
+(replay_quick.json with --quick or --sizes).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 import orjson
+import results
 from processes import (
+    ROOT,
     SERVICE,
     PeakRss,
     Postgres,
@@ -178,7 +181,11 @@ async def direct_read(url: str, session_id: str, chunk: int = 2000) -> tuple[int
 # ---- the run ---------------------------------------------------------------------
 
 
-def bench(pg: Postgres, sizes: tuple[int, ...]) -> None:
+def bench(pg: Postgres, sizes: tuple[int, ...]) -> dict[str, object]:
+    """Seed, replay, export and verify; returns every figure."""
+    figures: dict[str, object] = {"sizes": list(sizes)}
+    replays: list[dict[str, object]] = []
+    figures["replay"] = replays
     url, tmp = pg.dsn, pg.tmp
     data_dir = tmp / "data"
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
@@ -203,15 +210,27 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> None:
 
         # Warm up (imports, first connection) on the small session.
         replay(base, key, sessions[sizes[0]], server.pid)
-        results = {}
+        measured = {}
         for events in sizes:
             r = replay(base, key, sessions[events], server.pid)
             expected = events + events // BATCH
             if r.records != expected:
                 raise RuntimeError(f"replayed {r.records} records, expected {expected}")
-            results[events] = r
+            measured[events] = r
             direct, direct_seconds = asyncio.run(direct_read(url, sessions[events]))
             assert direct == expected
+            replays.append(
+                {
+                    "records": r.records,
+                    "records_per_s": round(r.records / r.seconds),
+                    "mib_per_s": round(r.size / r.seconds / (1 << 20), 1),
+                    "seconds": round(r.seconds, 3),
+                    "server_rss_before_bytes": r.baseline_rss,
+                    "server_rss_peak_bytes": r.peak_rss,
+                    "direct_cursor_records_per_s": round(direct / direct_seconds),
+                    "over_direct": round(direct_seconds / r.seconds, 3),
+                }
+            )
             print(
                 f"replay {r.records:>9,} records: {r.records / r.seconds:>10,.0f} records/s, "
                 f"{r.size / r.seconds / (1 << 20):6.1f} MiB/s, {r.seconds:6.2f} s; "
@@ -220,7 +239,8 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> None:
                 f"records/s; replay over HTTP = {r.seconds and direct_seconds / r.seconds:.2f}x",
                 flush=True,
             )
-        small, large = results[sizes[0]], results[sizes[-1]]
+        small, large = measured[sizes[0]], measured[sizes[-1]]
+        figures["peak_rss_ratio"] = round(large.peak_rss / small.peak_rss, 3)
         print(
             f"peak RSS ratio {sizes[-1]:,} / {sizes[0]:,}: {large.peak_rss / small.peak_rss:.2f} "
             f"({large.records / small.records:.0f}x the records)"
@@ -229,6 +249,13 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> None:
         bundle = tmp / "bundle.ndjson"
         sid = sessions[sizes[-1]]
         seconds, peak, _ = measured_command(["export", sid, "--out", str(bundle)], env)
+        figures["export"] = {
+            "records": large.records,
+            "records_per_s": round(large.records / seconds),
+            "seconds_with_startup": round(seconds, 2),
+            "peak_rss_bytes": peak,
+            "bundle_bytes": bundle.stat().st_size,
+        }
         print(
             f"export {large.records:,} records: {large.records / seconds:,.0f} records/s "
             f"({seconds:.1f} s incl. start-up), peak RSS {mib(peak)}, "
@@ -236,11 +263,18 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> None:
         )
         offline = {k: v for k, v in env.items() if k != "DATABASE_URL"}
         seconds, peak, last = measured_command(["verify", str(bundle)], offline)
+        figures["verify"] = {
+            "records": large.records,
+            "records_per_s": round(large.records / seconds),
+            "seconds_with_startup": round(seconds, 2),
+            "peak_rss_bytes": peak,
+        }
         print(
             f"verify {large.records:,} records offline: {large.records / seconds:,.0f} "
             f"records/s ({seconds:.1f} s incl. start-up), peak RSS {mib(peak)}"
         )
         print(f"  {last[:120]}")
+    return figures
 
 
 def main() -> None:
@@ -259,8 +293,12 @@ def main() -> None:
         if any(n < BATCH or n % BATCH for n in args.sizes):
             parser.error(f"--sizes must be positive multiples of {BATCH}")
         sizes = tuple(args.sizes)
+    ctx = results.context()
     with fresh_postgres("replay-bench-") as pg:
-        bench(pg, sizes)
+        figures = bench(pg, sizes)
+    name = "replay" if sizes == (10_000, 1_000_000) else "replay_quick"
+    path = results.save(name, ctx, figures)
+    print(f"figures: {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@ request bodies made of them, built before anything is timed.
   (payloads ~300 B of JSON, bodies ~57 KiB, hashed with hashcore, sent as orjson);
 - hashcore bench: `client_batch`, one 100-event batch as a client would send it
   (ordinary `json.dumps`, insertion order, spaces), hashed with rfc8785 + hashlib;
-- replay bench: `replay_events`, the events of one 1000-event batch.
+- replay bench: `replay_events`, the events of one 1000-event batch;
+- latency and scale benches: `build_bodies`, the ingest bench's bodies with any
+  number of events per batch and payloads of a chosen size (`sized_payload`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import uuid
@@ -122,6 +125,61 @@ def ingest_bodies(sessions: int, batches: int, seed: int = 7) -> list[list[bytes
             )
             prev = events[-1]["hash"]
             bodies.append(orjson.dumps({"events": events}))
+        out.append(bodies)
+    return out
+
+
+DEFAULT_PAYLOAD = 300  # bytes: `tool_payload` as it is
+
+
+@functools.cache
+def _corpus() -> str:
+    """~1 MiB of random lower-case words: filler that compresses like text."""
+    rng = random.Random(11)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choices(letters, k=rng.randrange(2, 10))) for _ in range(4096)]
+    return " ".join(rng.choices(words, k=180_000))
+
+
+def sized_payload(rng: random.Random, seq: int, size: int) -> dict[str, Any]:
+    """A tool result of about `size` bytes of JSON: `tool_payload` as it is for the
+    default size, else a shorter one plus an `output` of text cut from a corpus of
+    random words at a random place (so that no two events are alike)."""
+    if size <= DEFAULT_PAYLOAD:
+        return tool_payload(rng, seq)
+    payload = tool_payload(rng, seq, (40, 60))
+    fill = size - len(orjson.dumps(payload)) - len(',"output":""')
+    if fill > 0:
+        text = _corpus()
+        if fill > len(text):
+            raise ValueError(f"payloads of {size} bytes are beyond the corpus")
+        at = rng.randrange(len(text) - fill)
+        payload["output"] = text[at : at + fill]
+    return payload
+
+
+def build_bodies(
+    sessions: int, batches: int, events: int, payload_bytes: int = DEFAULT_PAYLOAD, seed: int = 7
+) -> list[list[bytes]]:
+    """Like `ingest_bodies` (the same bodies for 100 events and the default payload),
+    with `events` per batch and payloads of about `payload_bytes`."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(sessions):
+        sid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        prev, bodies = ZERO, []
+        for k in range(batches):
+            chained = chain(
+                sid,
+                k * events,
+                events,
+                prev,
+                kind="tool.result",
+                ts=_ingest_ts,
+                payload=lambda seq: sized_payload(rng, seq, payload_bytes),
+            )
+            prev = chained[-1]["hash"]
+            bodies.append(orjson.dumps({"events": chained}))
         out.append(bodies)
     return out
 
