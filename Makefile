@@ -10,7 +10,7 @@ export PYO3_PYTHON := $(BIN)/python
 HASHCORE_SRC := $(shell find hashcore/src hashcore/python -type f 2>/dev/null) \
                 hashcore/Cargo.toml hashcore/pyproject.toml Cargo.toml Cargo.lock
 
-.PHONY: venv run test lint bench lock clean fuzz soak cluster cluster-stop test-cluster
+.PHONY: venv run test lint bench lock clean fuzz soak demo cluster cluster-stop test-cluster
 
 venv: $(VENV)/.deps $(VENV)/.hashcore
 
@@ -32,9 +32,9 @@ run: venv
 	$(BIN)/python -m service serve --host $(HOST) --port $(PORT)
 
 lint: venv
-	$(BIN)/ruff check service sdk tests bench soak
-	$(BIN)/ruff format --check service sdk tests bench soak
-	$(BIN)/mypy --strict service sdk/src tests bench soak
+	$(BIN)/ruff check service sdk tests bench soak examples
+	$(BIN)/ruff format --check service sdk tests bench soak examples
+	$(BIN)/mypy --strict service sdk/src tests bench soak examples
 	$(BIN)/python -m mypy.stubtest hashcore
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
@@ -60,6 +60,12 @@ CLUSTER_TESTS := tests/citus tests/test_ingest.py tests/test_replay.py tests/tes
 test-cluster: venv
 	bash vendor/citus/cluster.sh with $(BIN)/pytest -q -p no:cacheprovider $(CLUSTER_TESTS)
 
+# The golden path, shown: the service on the embedded PostgreSQL (or DATABASE_URL),
+# a LangChain agent recording through the SDK, what the database holds, replay,
+# offline verification, a tampered batch refused; exits 0 only if all of it held.
+demo: venv
+	$(BIN)/python examples/run_demo.py
+
 # tests/test_openapi_conformance.py (part of `make test`: schemathesis against
 # /openapi.json, every check) with many more examples: a few minutes.
 FUZZ_EXAMPLES ?= 300
@@ -83,6 +89,7 @@ bench: venv
 	$(BIN)/python bench/replay_bench.py
 	$(BIN)/python bench/latency_bench.py
 	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/sdk_bench.py
 	bash vendor/citus/cluster.sh with $(BIN)/python bench/citus_bench.py
 
 lock:

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from . import canonical
+from ._telemetry import no_instrumentation
 from .errors import (
     AgentChainError,
     AuthError,
@@ -252,6 +253,10 @@ class Client:
         return Session(self, st)
 
     def _continue_from_server(self, journal: Journal, at: ResumePoint) -> ResumePoint:
+        with no_instrumentation():  # the SDK's own requests make no spans
+            return self._continue_from_server_head(journal, at)
+
+    def _continue_from_server_head(self, journal: Journal, at: ResumePoint) -> ResumePoint:
         sid = journal.session_id
         try:
             resp = self.http().get(f"/v1/sessions/{sid}")
@@ -353,7 +358,9 @@ class Client:
 
     # ---- recording (called by Session.record) ----------------------------------
 
-    def _record(self, st: SessionState, kind: str, payload: Any) -> tuple[int, str]:
+    def _record(
+        self, st: SessionState, kind: str, payload: Any, timeout: float | None = None
+    ) -> tuple[int, str]:
         if st.pid != os.getpid():
             raise SessionForkedError(
                 f"session {st.session_id} was opened in process {st.pid}; this forked "
@@ -365,7 +372,7 @@ class Client:
         if self._mask is not None:
             norm = self._apply_mask(kind, norm, st.session_id)
         payload_jcs = canonical.jcs(norm)
-        self._wait_for_room(len(payload_jcs) + 400)
+        self._wait_for_room(len(payload_jcs) + 400, timeout)
         ts = utc_timestamp()
         with st.write_lock:
             if st.closed:
@@ -420,21 +427,23 @@ class Client:
             self.report(None, err)
             return {"agent_chain.mask_error": type(exc).__name__, "note": MASK_FAILED_KIND_NOTE}
 
-    def _wait_for_room(self, size: int) -> None:
+    def _wait_for_room(self, size: int, timeout: float | None = None) -> None:
         """The journal's cap on unacknowledged bytes: wait for acknowledgements up
-        to `full_timeout`, then raise. Never a silent drop."""
+        to `timeout` (default `full_timeout`; 0: not at all), then raise. Never a
+        silent drop."""
         cap = self.config.max_pending_bytes
+        wait = self.config.full_timeout if timeout is None else max(0.0, timeout)
         with self.cond:
             if self.pending_bytes + size <= cap:
                 return
-            deadline = time.monotonic() + self.config.full_timeout
+            deadline = time.monotonic() + wait
             while self.pending_bytes + size > cap:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise JournalFullError(
                         f"{self.pending_bytes} bytes wait for acknowledgement (cap "
                         f"max_pending_bytes={cap}) and none came within "
-                        f"{self.config.full_timeout} s; the event was NOT recorded"
+                        f"{wait} s; the event was NOT recorded"
                         + (f"; last error: {self.last_error}" if self.last_error else "")
                     )
                 self._ensure_sender()
@@ -698,13 +707,21 @@ class Session:
     def session_id(self) -> str:
         return self._state.session_id
 
-    def record(self, kind: str, payload: Mapping[str, Any]) -> tuple[int, str]:
+    def record(
+        self, kind: str, payload: Mapping[str, Any], *, timeout: float | None = None
+    ) -> tuple[int, str]:
         """Validates, masks, hashes and journals the next event; returns its
         ``(seq, hash)``. No network I/O. Raises `InvalidEventError` for anything
         the server would refuse, `JournalFullError` when the journal's cap
-        stays reached, `SessionUnusableError` on a closed, stopped or
-        inherited session."""
-        return self._client._record(self._state, kind, payload)
+        stays reached (for `timeout` seconds, default the client's
+        `full_timeout`; 0 never waits), `SessionUnusableError` on a closed,
+        stopped or inherited session."""
+        return self._client._record(self._state, kind, payload, timeout)
+
+    @property
+    def client(self) -> Client:
+        """The client this session records through."""
+        return self._client
 
     def receipt(self) -> Receipt | None:
         """The latest verified seal of this session, or None."""

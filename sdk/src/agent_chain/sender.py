@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._telemetry import no_instrumentation
 from .errors import (
     AgentChainError,
     AuthError,
@@ -58,6 +59,11 @@ class Sender:
     # ---- the loop -------------------------------------------------------------
 
     def run(self) -> None:
+        # No OTel instrumentation may trace the SDK's own requests.
+        with no_instrumentation():
+            self._loop()
+
+    def _loop(self) -> None:
         client = self.client
         while True:
             try:

@@ -1,0 +1,1 @@
+"""Examples of the client SDK (`agent_chain`); `make demo` runs examples/run_demo.py."""
