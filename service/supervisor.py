@@ -19,9 +19,13 @@ from hypercorn.config import Config
 log = logging.getLogger(__name__)
 
 
-# A worker that dies (OOM killer, SIGKILL, a crash) is replaced; this many deaths
-# within the window mean something is wrong with every worker: stop, exit 1.
-_CRASH_LOOP = (10, 60.0)
+# A worker that dies (OOM killer, SIGKILL, a crash) is replaced. A worker that
+# fails by itself (an exit status, not a signal) within _EARLY seconds of its
+# start never got going; this many such failures in a row mean every new
+# worker fails (bad settings, a broken install): stop, exit 1. A worker killed
+# by a signal is always replaced.
+_EARLY = 10.0
+_CRASH_LOOP = 5
 
 
 def supervise(config: Config) -> int:
@@ -29,7 +33,6 @@ def supervise(config: Config) -> int:
     dies is logged and replaced instead of taking the whole server down, and that
     workers shut down by themselves if this process dies."""
     import multiprocessing
-    from collections import deque
     from multiprocessing.connection import wait
     from multiprocessing.context import SpawnProcess
 
@@ -46,7 +49,8 @@ def supervise(config: Config) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     procs: list[SpawnProcess] = []
-    deaths: deque[float] = deque(maxlen=_CRASH_LOOP[0])
+    started: dict[int, float] = {}
+    early_deaths = 0
     code = 0
     try:
         while not stopping:
@@ -62,6 +66,7 @@ def supervise(config: Config) -> int:
                 )
                 proc.start()
                 procs.append(proc)
+                started[id(proc)] = time.monotonic()
             wait([p.sentinel for p in procs], timeout=1.0)
             for proc in [p for p in procs if p.exitcode is not None]:
                 proc.join()
@@ -70,9 +75,15 @@ def supervise(config: Config) -> int:
                 if stopping:
                     continue
                 log.error("worker %s exited with %s; starting another", proc.pid, proc.exitcode)
-                deaths.append(time.monotonic())
-                if len(deaths) == deaths.maxlen and deaths[-1] - deaths[0] < _CRASH_LOOP[1]:
-                    log.error("%d workers died within %.0fs; shutting down", *_CRASH_LOOP)
+                lived = time.monotonic() - started.pop(id(proc))
+                failed_at_start = lived < _EARLY and (proc.exitcode or 0) > 0
+                early_deaths = early_deaths + 1 if failed_at_start else 0
+                if early_deaths >= _CRASH_LOOP:
+                    log.error(
+                        "%d workers in a row died within %.0fs of starting; shutting down",
+                        _CRASH_LOOP,
+                        _EARLY,
+                    )
                     stopping, code = True, 1
     finally:
         shutdown_event.set()
