@@ -90,6 +90,7 @@ bench: venv
 	$(BIN)/python bench/latency_bench.py
 	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/sdk_bench.py
+	$(BIN)/python bench/memory_bench.py
 	bash vendor/citus/cluster.sh with $(BIN)/python bench/citus_bench.py
 
 lock:

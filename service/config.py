@@ -39,6 +39,8 @@ class Settings:
     inbox_size: int = 8
     max_pending: int = 512
     actor_idle_seconds: float = 30.0
+    # An actor whose inbox is empty waits this long for its session's next batch.
+    actor_linger_seconds: float = 0.25
     # Threads that run hashcore off the event loop.
     verify_threads: int = 2
     # Ingest trusts a key it looked up this recently (the commit re-checks revocation).
@@ -74,6 +76,7 @@ class Settings:
             inbox_size=_int("CHAIN_INBOX_SIZE", cls.inbox_size),
             max_pending=_int("CHAIN_MAX_PENDING", cls.max_pending),
             actor_idle_seconds=_float("CHAIN_ACTOR_IDLE_SECONDS", cls.actor_idle_seconds),
+            actor_linger_seconds=_float("CHAIN_ACTOR_LINGER_SECONDS", cls.actor_linger_seconds),
             verify_threads=_int("CHAIN_VERIFY_THREADS", cls.verify_threads),
             key_cache_seconds=_float("CHAIN_KEY_CACHE_SECONDS", cls.key_cache_seconds),
             replay_chunk=_int("CHAIN_REPLAY_CHUNK", cls.replay_chunk),

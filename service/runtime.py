@@ -93,6 +93,7 @@ class Runtime:
                     inbox_size=self.settings.inbox_size,
                     max_pending=self.settings.max_pending,
                     idle_seconds=self.settings.actor_idle_seconds,
+                    linger_seconds=self.settings.actor_linger_seconds,
                 )
                 nursery.start_soon(self._become_ready)
                 nursery.start_soon(self._follow_seal_key)
