@@ -30,6 +30,9 @@ from service.storage.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+# Where `python -m service` (and the servers) run: this checkout, or another one
+# (an earlier commit's worktree) to compare versions with the same bench code.
+SERVICE_ROOT = Path(os.environ.get("CHAIN_BENCH_SERVICE_ROOT") or ROOT)
 PY = sys.executable
 SERVICE = (PY, "-m", "service")
 T = TypeVar("T")
@@ -86,7 +89,7 @@ def service_command(args: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(
         [*SERVICE, *args],
         env=env,
-        cwd=ROOT,
+        cwd=SERVICE_ROOT,
         capture_output=True,
         text=True,
         check=True,
@@ -124,7 +127,7 @@ class Server:
             self.proc = subprocess.Popen(
                 argv,
                 env=env,
-                cwd=ROOT,
+                cwd=SERVICE_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -320,7 +323,7 @@ def measured_command(args: list[str], env: dict[str, str]) -> tuple[float, int, 
     started = time.perf_counter()
     proc = subprocess.Popen(
         [*SERVICE, *args],
-        cwd=ROOT,
+        cwd=SERVICE_ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

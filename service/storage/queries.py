@@ -41,19 +41,19 @@ FIND_API_KEY = """SELECT k.key_id, k.tenant_id, t.name AS tenant, k.secret_hash,
 
 @dataclass(frozen=True)
 class PackedRows:
-    """The rows of one commit, as a few scalars rather than six arrays (asyncpg
-    encodes an array element by element): events with contiguous seqs from
-    `first_seq`, their kinds, timestamps and records newline-joined (JCS text
-    never holds a raw newline), their hashes concatenated; then the seal."""
+    """The rows of one commit, the small columns as scalars rather than arrays
+    (asyncpg encodes an array element by element): events with contiguous seqs
+    from `first_seq`, their kinds, timestamps and hashes newline-joined, their
+    records as they are; then the seal."""
 
     first_seq: int
     kinds: str
     ts: str
     hashes: str
-    records: str
+    records: Sequence[bytes]
     seal_ts: str
     seal_hash: str
-    seal_record: str
+    seal_record: bytes
 
 
 def pack_rows(
@@ -70,11 +70,11 @@ def pack_rows(
         first_seq,
         "\n".join(kinds),
         "\n".join(ts),
-        "".join(hashes),
-        b"\n".join(records).decode(),
+        "\n".join(hashes),
+        records,
         seal_ts,
         seal_hash,
-        seal_record.decode(),
+        seal_record,
     )
 
 

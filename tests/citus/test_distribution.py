@@ -90,7 +90,7 @@ async def test_each_commit_statement_is_one_task_on_the_sessions_worker(
             a = f"{SESSION_HEAD}, 1, '{sid}'::uuid, 'k'"
             append = (  # the statement both paths write with (queries.APPEND_AT_HEAD)
                 f"SELECT append_packed_at_head({a}, 0, {ZERO_ARGS}, {ZERO_ARGS}, 0, 'k', 't',"
-                " 'h', 'r', 't', 'h', 'r', 'h', 't', 't')"
+                " 'h', ARRAY['\\x00'::bytea], 't', 'h', '\\x00'::bytea, 'h', 't', 't')"
             )
             fast = [r[0] for r in await conn.fetch(f"EXPLAIN (COSTS OFF) {append}")]
             assert _tasks(fast) == (1, {port}), fast

@@ -111,10 +111,10 @@ BEGIN
     -- Added by a later migration (0004): distributed once it exists.
     IF to_regprocedure(
             'append_packed_at_head(integer, bigint, uuid, text, bigint, text, text, bigint,'
-            ' text, text, text, text, text, text, text, text, text, text)') IS NOT NULL THEN
+            ' text, text, text, bytea[], text, text, bytea, text, text, text)') IS NOT NULL THEN
         PERFORM create_distributed_function(
             'append_packed_at_head(integer, bigint, uuid, text, bigint, text, text, bigint,'
-            ' text, text, text, text, text, text, text, text, text, text)', 'p_session',
+            ' text, text, text, bytea[], text, text, bytea, text, text, text)', 'p_session',
             colocate_with => 'sessions', force_delegation => true);
     END IF;
 END
