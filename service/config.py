@@ -48,8 +48,10 @@ class Settings:
     retry_after_seconds: int = 1
     # How often a server checks whether `keys rotate-seal` made another key active.
     seal_key_poll_seconds: float = 2.0
-    # Replay: rows fetched per cursor round trip.
+    # Replay (and /verify): records per read, and bytes per read (but for its
+    # last record) whatever the records' size.
     replay_chunk: int = 2000
+    replay_max_bytes: int = 4 * MiB
 
     @property
     def pool(self) -> PoolSettings:
@@ -80,6 +82,7 @@ class Settings:
             verify_threads=_int("CHAIN_VERIFY_THREADS", cls.verify_threads),
             key_cache_seconds=_float("CHAIN_KEY_CACHE_SECONDS", cls.key_cache_seconds),
             replay_chunk=_int("CHAIN_REPLAY_CHUNK", cls.replay_chunk),
+            replay_max_bytes=_int("CHAIN_REPLAY_MAX_BYTES", cls.replay_max_bytes),
             seal_key_poll_seconds=_float("CHAIN_SEAL_KEY_POLL_SECONDS", cls.seal_key_poll_seconds),
         )
 

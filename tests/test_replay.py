@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import hashcore
 from service.config import Settings
+from service.core.outcomes import Appended
+from service.storage import sessions
 from service.storage.database import Connection, Database
 
 from .chain import ZERO, Chain, body_of, event_hash
 from .conftest import Server, start_server
-from .support import JSON
+from .support import JSON, direct_committer
 
 
 def rich_payload(seq: int) -> dict[str, Any]:
@@ -241,7 +243,7 @@ async def test_client_leaving_mid_replay_frees_cursor_and_connection(
     assert stats()["in_use"] == 0
 
     async def streaming() -> bool:
-        return any("SELECT record FROM records" in b for b in await _busy_backends(db))
+        return any("octet_length(record)" in b for b in await _busy_backends(db))
 
     async def released() -> bool:
         return stats()["in_use"] == 0 and not await _busy_backends(db)
@@ -268,3 +270,42 @@ async def test_client_leaving_mid_replay_frees_cursor_and_connection(
     # And the next replay is whole: nothing was left holding the stream slots.
     async with server.client(key) as client:
         assert len(lines_of(await replay(client, chain.session_id))) == 4000 + 4
+
+
+async def test_a_read_holds_a_bounded_number_of_bytes_whatever_the_records_size(
+    db: Database, make_key: Any
+) -> None:
+    """Issue 10: replays were bounded in rows, not bytes, so a session of large
+    records could push a worker's memory far past its ceiling."""
+    committer = await direct_committer(db, make_key)
+    chain = Chain(payload=lambda seq: {"blob": "x" * (600_000 if seq % 3 == 0 else 50)})
+    for _ in range(3):
+        outcome, _ = await committer.append(chain.make(6))
+        assert isinstance(outcome, Appended)
+    expected = [
+        bytes(r[0])
+        for r in await db.run(
+            lambda conn: conn.fetch(
+                "SELECT record FROM records WHERE session_id = $1 ORDER BY seq, is_seal",
+                chain.session_id,
+            )
+        )
+    ]
+    largest = max(len(r) for r in expected)
+    assert largest > 600_000 and len(expected) == 18 + 3
+    max_bytes = 256 * 1024
+    got: list[bytes] = []
+    async with db.records(
+        sessions.CHAIN,
+        committer.tenant_id,
+        chain.session_id,
+        18,
+        by_key=sessions.BY_KEY,
+        chunk=1000,
+        max_bytes=max_bytes,
+    ) as fetch:
+        while records := await fetch():
+            # Under the bound, but for the record that crossed it.
+            assert sum(len(r) for r in records[:-1]) < max_bytes
+            got.extend(records)
+    assert got == expected

@@ -96,16 +96,18 @@ def routes(runtime: Runtime) -> Blueprint:
             return not_found()
 
         async def lines() -> AsyncIterator[bytes]:
-            async with runtime.db.cursor(
+            async with runtime.db.records(
                 sessions.REPLAY,
                 principal.tenant_id,
                 session_id,
                 from_seq,
                 limit,
+                by_key=sessions.BY_KEY,
                 chunk=settings.replay_chunk,
+                max_bytes=settings.replay_max_bytes,
             ) as fetch:
-                while rows := await fetch():
-                    yield b"".join(row[0] + b"\n" for row in rows)
+                while records := await fetch():
+                    yield b"".join(record + b"\n" for record in records)
 
         return Response(lines(), content_type=NDJSON)
 
@@ -160,15 +162,16 @@ def routes(runtime: Runtime) -> Blueprint:
         keys = {k.key_id: k.public_key for k in await seal_keys.all_seal_keys(runtime.db)}
         verifier = hashcore.ChainVerifier(keys)
         last = b""
-        async with runtime.db.cursor(
+        async with runtime.db.records(
             sessions.CHAIN,
             principal.tenant_id,
             session_id,
             found.next_seq,
+            by_key=sessions.BY_KEY,
             chunk=settings.replay_chunk,
+            max_bytes=settings.replay_max_bytes,
         ) as fetch:
-            while rows := await fetch():
-                records = [row[0] for row in rows]
+            while records := await fetch():
                 await trio.to_thread.run_sync(
                     verifier.feed, records, limiter=runtime.verify_limiter
                 )

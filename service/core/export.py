@@ -16,6 +16,7 @@ from ..storage.database import Database
 log = logging.getLogger(__name__)
 
 _EXPORT_CHUNK = 5000
+_EXPORT_MAX_BYTES = 16 * 1024 * 1024
 
 
 async def export(
@@ -55,11 +56,17 @@ async def export(
     )
     total = head.next_seq + head.seal_count
     writer = BundleWriter(out, header)
-    async with db.cursor(
-        sessions.CHAIN, tenant_id, session_id, head.next_seq, chunk=_EXPORT_CHUNK
+    async with db.records(
+        sessions.CHAIN,
+        tenant_id,
+        session_id,
+        head.next_seq,
+        by_key=sessions.BY_KEY,
+        chunk=_EXPORT_CHUNK,
+        max_bytes=_EXPORT_MAX_BYTES,
     ) as fetch:
-        while rows := await fetch():
-            writer.write([row[0] for row in rows])
+        while records := await fetch():
+            writer.write(records)
             progress(writer.records, writer.records, total)
     if writer.records != total:
         return f"read {writer.records} records where the head announces {total}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -110,22 +111,33 @@ class Database:
         return await self._cross(_on_connection(self._pool, work), deadline)
 
     @asynccontextmanager
-    async def cursor(
-        self, query: str, *args: object, chunk: int, deadline: float | None = None
-    ) -> AsyncIterator[Callable[[], Awaitable[list[asyncpg.Record]]]]:
-        """A server-side cursor over `query` in a read-only snapshot, read in chunks.
+    async def records(
+        self,
+        query: str,
+        *args: object,
+        by_key: str,
+        chunk: int,
+        max_bytes: int,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Callable[[], Awaitable[list[bytes]]]]:
+        """Stored records through a server-side cursor in a read-only snapshot.
 
-        Yields `fetch()`, which returns the next (possibly empty) list of rows.
-        Each crossing is shielded from outside cancellation and bounded by its own
-        deadline, so a client that goes away is noticed between chunks, and the
-        cursor, transaction and connection are released at once, never half-way.
+        `query` returns, per record, the record itself when it is small (else
+        NULL) and then the key that `by_key` takes to read a large one alone.
+        Yields `fetch()`, which returns the next records (an empty list at the
+        end): at most `chunk` of them and, but for the last one, fewer than
+        `max_bytes` in all, so a read holds a bounded number of bytes whatever
+        the session holds. Each crossing is shielded from outside cancellation
+        and bounded by its own deadline, so a client that goes away is noticed
+        between fetches, and the cursor, transaction and connection are
+        released at once, never half-way.
         """
         limit = self._settings.deadline if deadline is None else deadline
         async with self._streams, self._fifo:
             cur = _Cursor(self._pool, query, args)
             try:
                 await self._shielded(cur.open(), limit)
-                yield lambda: self._shielded(cur.fetch(chunk), limit)
+                yield lambda: self._shielded(cur.fetch(chunk, max_bytes, by_key), limit)
             finally:
                 await self._shielded(cur.close(), limit)
 
@@ -194,6 +206,8 @@ class _Cursor:
         self._conn: Connection | None = None
         self._tx: Any = None
         self._cursor: Any = None
+        # Rows the cursor returned that a fetch has not handed out yet.
+        self._pending: deque[asyncpg.Record] = deque()
 
     async def open(self) -> None:
         conn = self._conn = await self._pool.acquire()
@@ -201,9 +215,22 @@ class _Cursor:
         await self._tx.start()
         self._cursor = await conn.cursor(self._query, *self._args)
 
-    async def fetch(self, n: int) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await self._cursor.fetch(n)
-        return rows
+    async def fetch(self, n: int, max_bytes: int, by_key: str) -> list[bytes]:
+        out: list[bytes] = []
+        size = 0
+        while len(out) < n and size < max_bytes:
+            if not self._pending:
+                self._pending.extend(await self._cursor.fetch(n))
+                if not self._pending:
+                    break
+            row = self._pending.popleft()
+            record = row[0]
+            if record is None:  # a large record: read alone
+                assert self._conn is not None
+                record = await self._conn.fetchval(by_key, *row[1:])
+            out.append(record)
+            size += len(record)
+        return out
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -10,19 +10,30 @@ import asyncpg
 from .database import Connection, Database
 from .seal_keys import SealPublicKey
 
+# Records of at most INLINE_BYTES come with the cursor; a larger one comes as
+# NULL with its key and is read alone (BY_KEY), so that a read of many records
+# holds a bounded number of bytes (Database.records), and so that on Citus the
+# entry node does not buffer a session's large records before the first chunk.
+INLINE_BYTES = 4096
+_COLUMNS = f"""CASE WHEN octet_length(record) <= {INLINE_BYTES} THEN record END,
+               tenant_id, session_id, seq, is_seal"""
+
+BY_KEY = """SELECT record FROM records
+            WHERE tenant_id = $1 AND session_id = $2 AND seq = $3 AND is_seal = $4"""
+
 # Replay order (PROTOCOL §5): by seq, the event before its seal. The primary
 # key (tenant_id, session_id, seq, is_seal) serves it without a sort.
-REPLAY = """SELECT record FROM records
-            WHERE tenant_id = $1 AND session_id = $2 AND seq >= $3
-            ORDER BY seq, is_seal
-            LIMIT $4"""
+REPLAY = f"""SELECT {_COLUMNS} FROM records
+             WHERE tenant_id = $1 AND session_id = $2 AND seq >= $3
+             ORDER BY seq, is_seal
+             LIMIT $4"""
 
 # The whole chain as of a head read just before: records are append-only and
 # each batch commits with its seal and the new head, so `seq < next_seq` holds
 # exactly the records of that head, however many batches land meanwhile.
-CHAIN = """SELECT record FROM records
-           WHERE tenant_id = $1 AND session_id = $2 AND seq < $3
-           ORDER BY seq, is_seal"""
+CHAIN = f"""SELECT {_COLUMNS} FROM records
+            WHERE tenant_id = $1 AND session_id = $2 AND seq < $3
+            ORDER BY seq, is_seal"""
 
 
 @dataclass(frozen=True)
