@@ -51,11 +51,12 @@ def variants(session_id: str) -> list[list[dict[str, Any]]]:
     return out
 
 
-def spawn_two(database_url: str, tmp_path: Path) -> list[ServeProcess]:
+def spawn_on(urls: list[str], tmp_path: Path) -> list[ServeProcess]:
+    """One `serve` process per database URL (the same one twice, or two nodes)."""
     procs: list[ServeProcess] = []
     try:
-        for name in ("a", "b"):
-            procs.append(spawn_serve(database_url, tmp_path / name))
+        for i, url in enumerate(urls):
+            procs.append(spawn_serve(url, tmp_path / f"p{i}"))
     except BaseException:
         for p in procs:
             p.stop()
@@ -70,7 +71,7 @@ async def test_two_processes_race_on_one_session(
     session_id = Chain().session_id
     chains = variants(session_id)
     token = await make_key()
-    procs = await trio.to_thread.run_sync(spawn_two, database_url, tmp_path)
+    procs = await trio.to_thread.run_sync(spawn_on, [database_url] * 2, tmp_path)
     try:
         await race(db, procs, token, session_id, chains)
     finally:

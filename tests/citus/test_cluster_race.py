@@ -11,22 +11,9 @@ import trio
 from service.storage.database import Database
 
 from ..chain import Chain
-from ..conftest import ServeProcess, spawn_serve
 from ..support import MakeKey
-from ..test_race import race, variants
+from ..test_race import race, spawn_on, variants
 from .conftest import Cluster
-
-
-def spawn_on(urls: list[str], tmp_path: Path) -> list[ServeProcess]:
-    procs: list[ServeProcess] = []
-    try:
-        for i, url in enumerate(urls):
-            procs.append(spawn_serve(url, tmp_path / f"p{i}"))
-    except BaseException:
-        for p in procs:
-            p.stop()
-        raise
-    return procs
 
 
 @pytest.mark.slow
