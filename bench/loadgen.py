@@ -188,6 +188,18 @@ def closed_by_server(stream: trio.SocketStream) -> bool:
             return True
 
 
+async def answered(conn: HttpConnection, req: bytes, phase: Phase) -> tuple[int, bytes]:
+    """Send `req` until it is not refused for load (429/503, retried after 50 ms);
+    the answer, counted in `phase`."""
+    while True:
+        status, body = await conn.request(req)
+        phase.statuses[str(status)] += 1
+        if status not in (429, 503):
+            return status, body
+        phase.retried[status] += 1
+        await trio.sleep(0.05)
+
+
 async def reopened_if_closed(
     conn: HttpConnection, idle: float, port: int, phase: Phase
 ) -> HttpConnection:
@@ -246,13 +258,7 @@ async def session_client(
                     return
                 t = time.perf_counter()
                 conn = await reopened_if_closed(conn, t - last_io, port, phase)
-                while True:
-                    status, body = await conn.request(req)
-                    phase.statuses[str(status)] += 1
-                    if status not in (429, 503):
-                        break
-                    phase.retried[status] += 1
-                    await trio.sleep(0.05)
+                status, body = await answered(conn, req, phase)
                 done = last_io = time.perf_counter()
                 if status != 200:
                     # The rest of this session would only be seq_gap: stop it.
@@ -412,13 +418,7 @@ async def open_session_client(
                 sent = time.perf_counter()
                 phase.lags.append(sent - max(due, previous))
                 conn = await reopened_if_closed(conn, sent - last_io, port, phase)
-                while True:
-                    status, body = await conn.request(req)
-                    phase.statuses[str(status)] += 1
-                    if status not in (429, 503):
-                        break
-                    phase.retried[status] += 1
-                    await trio.sleep(0.05)
+                status, body = await answered(conn, req, phase)
                 previous = last_io = time.perf_counter()
                 if status != 200:
                     phase.first_error = phase.first_error or f"{status} {body[:300]!r}"
