@@ -35,6 +35,11 @@ class Settings:
     # Database.
     pool_size: int = 8
     db_deadline: float = 10.0
+    # Group commit (core.group_commit): tasks writing fast-path batches, and
+    # how many batches (and bytes of records) one statement may carry.
+    group_writers: int = 2
+    group_max_batches: int = 16
+    group_max_bytes: int = 4 * MiB
     # Session actors: a small inbox each, and a cap on batches waiting process-wide.
     inbox_size: int = 8
     max_pending: int = 512
@@ -75,6 +80,9 @@ class Settings:
             max_inflight_bytes=_int("CHAIN_MAX_INFLIGHT_BYTES", cls.max_inflight_bytes),
             pool_size=_int("CHAIN_POOL_SIZE", cls.pool_size),
             db_deadline=_float("CHAIN_DB_DEADLINE", cls.db_deadline),
+            group_writers=_int("CHAIN_GROUP_WRITERS", cls.group_writers),
+            group_max_batches=_int("CHAIN_GROUP_MAX_BATCHES", cls.group_max_batches),
+            group_max_bytes=_int("CHAIN_GROUP_MAX_BYTES", cls.group_max_bytes),
             inbox_size=_int("CHAIN_INBOX_SIZE", cls.inbox_size),
             max_pending=_int("CHAIN_MAX_PENDING", cls.max_pending),
             actor_idle_seconds=_float("CHAIN_ACTOR_IDLE_SECONDS", cls.actor_idle_seconds),

@@ -22,8 +22,9 @@ from .config import Settings
 from .core import seal_key
 from .core.actors import SessionActors
 from .core.commit import ChainHead, Submission, append_batch
+from .core.group_commit import GroupCommit
 from .core.outcomes import Outcome, Unavailable
-from .storage import migrations, seal_keys
+from .storage import citus, migrations, seal_keys
 from .storage.database import Database, DatabaseUnavailable, open_database
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Runtime:
         self.ready = False
         self._db: Database | None = None
         self._actors: SessionActors[Submission, ChainHead] | None = None
+        self._group: GroupCommit | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
 
@@ -71,6 +73,11 @@ class Runtime:
         if self._db is None:
             raise DatabaseUnavailable("the database is not open yet")
         return self._db
+
+    @property
+    def group(self) -> GroupCommit:
+        assert self._group is not None, "runtime not started"
+        return self._group
 
     @property
     def actors(self) -> SessionActors[Submission, ChainHead]:
@@ -87,6 +94,13 @@ class Runtime:
         try:
             async with open_database(self.settings.pool) as db, trio.open_nursery() as nursery:
                 self._db = db
+                self._group = GroupCommit(
+                    nursery,
+                    db,
+                    writers=self.settings.group_writers,
+                    max_batches=self.settings.group_max_batches,
+                    max_bytes=self.settings.group_max_bytes,
+                )
                 self._actors = SessionActors(
                     nursery,
                     self._commit,
@@ -105,6 +119,7 @@ class Runtime:
                 nursery.cancel_scope.cancel()
         finally:
             self._db = None
+            self._group = None
             self._stopped.set()
 
     async def stop(self) -> None:
@@ -116,6 +131,9 @@ class Runtime:
         while not self.ready:
             try:
                 await prepare_storage(self.db, self.signer)
+                if self._group is not None and await self.db.run(citus.has_citus):
+                    # Each session's commit runs on its own worker: one per call.
+                    self._group.max_batches = 1
                 self.ready = True
                 log.info("ready; seal key %s", self.signer.key_id)
             except DatabaseUnavailable as exc:
@@ -169,7 +187,7 @@ class Runtime:
         if not self.ready:
             return Unavailable("the service is starting: migrations or seal key pending"), None
         try:
-            return await append_batch(self.db, sub, self.signer, utc_now, known)
+            return await append_batch(self.db, sub, self.signer, utc_now, known, self._group)
         except DatabaseUnavailable as exc:
             # The commit may or may not have landed: forget the head, re-read it.
             return Unavailable(str(exc)), None

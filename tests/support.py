@@ -17,6 +17,7 @@ import httpx
 
 import hashcore
 from service.core.commit import ChainHead, Submission, append_batch
+from service.core.group_commit import GroupCommit
 from service.core.outcomes import Outcome
 from service.runtime import utc_now
 from service.storage import seal_keys, tenants
@@ -48,9 +49,13 @@ class DirectCommitter:
         return Submission(self.tenant_id, self.api_key_id, batch)
 
     async def append(
-        self, events: list[dict[str, Any]], known: ChainHead | None = None
+        self,
+        events: list[dict[str, Any]],
+        known: ChainHead | None = None,
+        group: GroupCommit | None = None,
     ) -> tuple[Outcome, ChainHead | None]:
-        return await append_batch(self.db, self.submission(events), self.signer, utc_now, known)
+        sub = self.submission(events)
+        return await append_batch(self.db, sub, self.signer, utc_now, known, group)
 
 
 async def direct_committer(db: Database, make_key: MakeKey) -> DirectCommitter:

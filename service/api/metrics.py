@@ -73,12 +73,26 @@ class Metrics:
             "chain_db_pool_waits", "Units of work that had to queue for a connection", registry=r
         )
         self._waits_seen = 0
+        self.commit_groups = Counter(
+            "chain_commit_groups",
+            "Statements that wrote several sessions' batches at once (group commit)",
+            registry=r,
+        )
+        self.commit_group_batches = Counter(
+            "chain_commit_group_batches", "Batches written by those statements", registry=r
+        )
+        self._groups_seen = (0, 0)
 
     def sample(self, runtime: Runtime) -> None:
         """Copy the runtime's live statistics into the gauges."""
         actors = runtime.actors.statistics()
         self.live_actors.set(actors["live"])
         self.pending.set(actors["pending"])
+        group = runtime.group.statistics()
+        groups, batches = group["groups"], group["grouped_batches"]
+        self.commit_groups.inc(groups - self._groups_seen[0])
+        self.commit_group_batches.inc(batches - self._groups_seen[1])
+        self._groups_seen = (groups, batches)
         try:
             pool = runtime.db.statistics()
         except Exception:

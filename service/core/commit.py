@@ -1,10 +1,12 @@
 """The commit of a verified batch: its judgement and its write (PROTOCOL §3 steps 4–5, §4).
 
-Two paths, one write statement (`chains.append_at_head`, migration 0002):
+Two paths, one write (`chains.append_at_head`, migrations 0002 and 0004):
 - fast: the session's actor remembers the head its last commit left. A batch
   that continues it is sealed against that head and written by ONE statement,
   its own transaction, which re-checks the head under the advisory lock and the
-  row lock, and writes nothing if another writer moved it;
+  row lock, and writes nothing if another writer moved it. With a
+  `GroupCommit`, batches of several sessions that wait at the same time share
+  one such statement (`core.group_commit`);
 - judged: otherwise (or when the head moved), one transaction takes the locks,
   reads the head, judges the batch against it (append, retries, 409 `seq_gap` /
   `chain_fork`) and writes.
@@ -20,6 +22,7 @@ import hashcore
 
 from ..storage import chains, queries
 from ..storage.database import Connection, Database
+from .group_commit import GroupCommit
 from .outcomes import ZERO_HASH, Appended, Conflict, KeyRevoked, Outcome
 
 Clock = Callable[[], str]
@@ -55,8 +58,10 @@ async def append_batch(
     signer: hashcore.Signer,
     clock: Clock,
     known: ChainHead | None = None,
+    group: GroupCommit | None = None,
 ) -> tuple[Outcome, ChainHead | None]:
     """Commit `sub`; `known` is the head this process last left (None: unknown).
+    A fast-path write goes through `group` when given, else alone.
 
     Returns the outcome and the head after it, when that is known.
     """
@@ -68,7 +73,11 @@ async def append_batch(
         and batch.first_prev_hash == expected.head_hash
     ):
         seal = _seal(sub, signer, clock, expected, batch.first_seq)
-        status = await db.run(lambda conn: _write(conn, sub, expected, seal, 0))
+        write = append_args(sub, expected, seal, 0)
+        if group is not None:
+            status = await group.append(write)
+        else:
+            status = await db.run(lambda conn: chains.append_at_head(conn, write))
         if status == "appended":
             return _appended(sub, seal, 0), _head_after(sub, seal)
         if status == "revoked":
@@ -132,7 +141,7 @@ async def judge_and_write(
         return Appended(sid, 0, overlap, next_seq - 1, head_hash, seal_record), head
 
     seal = _seal(sub, signer, clock, head, batch.first_seq + overlap)
-    status = await _write(conn, sub, head, seal, overlap)
+    status = await chains.append_at_head(conn, append_args(sub, head, seal, overlap))
     # We hold the locks and just read this head: it cannot have moved.
     assert status == "appended", status
     return _appended(sub, seal, overlap), _head_after(sub, seal)
@@ -147,10 +156,10 @@ def _seal(
     )
 
 
-async def _write(
-    conn: Connection, sub: Submission, head: ChainHead, seal: hashcore.Seal, skip: int
-) -> str:
-    """Append the batch's events from index `skip` on, and `seal`, at `head`."""
+def append_args(
+    sub: Submission, head: ChainHead, seal: hashcore.Seal, skip: int
+) -> queries.AppendArgs:
+    """The write of the batch's events from index `skip` on, and `seal`, at `head`."""
     batch = sub.batch
     new = slice(skip, batch.count)
     rows = queries.pack_rows(
@@ -161,8 +170,7 @@ async def _write(
         batch.records[new],
         (seal.ts, seal.hash, seal.record),
     )
-    return await chains.append_at_head(
-        conn,
+    return chains.append_args(
         sub.tenant_id,
         batch.session_id,
         sub.api_key_id,

@@ -8,6 +8,7 @@ functions of migration 0002.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import queries
@@ -54,8 +55,7 @@ async def covering_seal(conn: Connection, tenant_id: int, session_id: str, seq: 
     return bytes(await conn.fetchval(queries.COVERING_SEAL, tenant_id, session_id, seq))
 
 
-async def append_at_head(
-    conn: Connection,
+def append_args(
     tenant_id: int,
     session_id: str,
     api_key_id: str,
@@ -64,15 +64,10 @@ async def append_at_head(
     new_head_hash: str,
     first_ts: str | None,
     last_ts: str,
-) -> str:
-    """Insert `rows` (events, then their seal) and move the head from `head`
-    (next_seq, head_hash, last seal's hash) past them: one statement, its own
-    transaction unless inside one.
-
-    Returns 'appended', 'moved' (the head is not `head` any more: nothing was
-    written) or 'revoked' (the API key was revoked: nothing was written).
-    """
-    args = queries.append_args(
+) -> queries.AppendArgs:
+    """One batch's write: insert `rows` (events, then their seal) and move the head
+    from `head` (next_seq, head_hash, last seal's hash) past them."""
+    return queries.append_args(
         SESSION_HEAD,
         tenant_id,
         session_id,
@@ -83,4 +78,23 @@ async def append_at_head(
         first_ts,
         last_ts,
     )
-    return str(await conn.fetchval(queries.APPEND_AT_HEAD, *args))
+
+
+async def append_at_head(conn: Connection, batch: queries.AppendArgs) -> str:
+    """Write one batch (`append_args`) if its head is still the one given: one
+    statement, its own transaction unless inside one.
+
+    Returns 'appended', 'moved' (the head is not `head` any more: nothing was
+    written) or 'revoked' (the API key was revoked: nothing was written).
+    """
+    return str(await conn.fetchval(queries.APPEND_AT_HEAD, *batch))
+
+
+async def append_group(conn: Connection, batches: Sequence[queries.AppendArgs]) -> list[str]:
+    """Write several sessions' batches (one each) in one statement, each as
+    `append_at_head` would, all-or-nothing per batch, the sessions locked in a
+    fixed order. Returns their statuses in the order given: those of
+    `append_at_head`, or 'failed <SQLSTATE> <message>' (that batch wrote nothing).
+    """
+    statuses = await conn.fetchval(queries.APPEND_GROUP, *queries.group_args(batches))
+    return [str(s) for s in statuses]

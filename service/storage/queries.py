@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Advisory lock, API key still live, head row FOR UPDATE (migration 0002).
 LOCK_SESSION_HEAD = "SELECT * FROM lock_session_head($1, $2, $3::uuid, $4)"
@@ -31,6 +32,13 @@ COVERING_SEAL = """SELECT record FROM records
 # (migration 0004; the arguments are `append_args`).
 APPEND_AT_HEAD = """SELECT append_packed_at_head($1, $2, $3::uuid, $4, $5, $6, $7, $8, $9,
                                                 $10, $11, $12, $13, $14, $15, $16, $17, $18)"""
+
+# Several sessions' APPEND_AT_HEAD in one statement, each batch all-or-nothing,
+# the sessions locked in one fixed order: one status per batch, in the order
+# given, 'failed <SQLSTATE> <message>' for a batch whose write raised (migration
+# 0005; the arguments are `group_args`).
+APPEND_GROUP = """SELECT append_packed_group($1, $2, $3::uuid[], $4, $5, $6, $7, $8, $9, $10,
+                                            $11, $12, $13, $14, $15, $16, $17, $18, $19)"""
 
 # An API key and its tenant, by the key's id.
 FIND_API_KEY = """SELECT k.key_id, k.tenant_id, t.name AS tenant, k.secret_hash, k.scopes,
@@ -78,6 +86,29 @@ def pack_rows(
     )
 
 
+class AppendArgs(NamedTuple):
+    """The arguments of APPEND_AT_HEAD, in its order."""
+
+    lock_namespace: int
+    tenant_id: int
+    session_id: str
+    api_key_id: str
+    next_seq: int
+    head_hash: str
+    last_seal_hash: str
+    first_seq: int
+    kinds: str
+    ts: str
+    hashes: str
+    records: Sequence[bytes]
+    seal_ts: str
+    seal_hash: str
+    seal_record: bytes
+    new_head_hash: str
+    first_ts: str | None
+    last_ts: str
+
+
 def append_args(
     lock_namespace: int,
     tenant_id: int,
@@ -88,10 +119,10 @@ def append_args(
     new_head_hash: str,
     first_ts: str | None,
     last_ts: str,
-) -> tuple[object, ...]:
+) -> AppendArgs:
     """The arguments of APPEND_AT_HEAD: `head` is the head the seal was made
     against (next_seq, head_hash, last seal's hash)."""
-    return (
+    return AppendArgs(
         lock_namespace,
         tenant_id,
         session_id,
@@ -108,4 +139,37 @@ def append_args(
         new_head_hash,
         first_ts,
         last_ts,
+    )
+
+
+def group_args(batches: Sequence[AppendArgs]) -> tuple[object, ...]:
+    """The arguments of APPEND_GROUP for several batches (of distinct sessions, all
+    in one lock namespace): APPEND_AT_HEAD's, one array per column, but the
+    records, which are all the batches' in one array, with where each batch's
+    start (1-based)."""
+    starts: list[int] = []
+    records: list[bytes] = []
+    for b in batches:
+        starts.append(len(records) + 1)
+        records.extend(b.records)
+    return (
+        batches[0].lock_namespace,
+        [b.tenant_id for b in batches],
+        [b.session_id for b in batches],
+        [b.api_key_id for b in batches],
+        [b.next_seq for b in batches],
+        [b.head_hash for b in batches],
+        [b.last_seal_hash for b in batches],
+        [b.first_seq for b in batches],
+        [b.kinds for b in batches],
+        [b.ts for b in batches],
+        [b.hashes for b in batches],
+        starts,
+        records,
+        [b.seal_ts for b in batches],
+        [b.seal_hash for b in batches],
+        [b.seal_record for b in batches],
+        [b.new_head_hash for b in batches],
+        [b.first_ts for b in batches],
+        [b.last_ts for b in batches],
     )
