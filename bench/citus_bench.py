@@ -259,7 +259,7 @@ async def run_phase(
                 if k >= WARM and time.perf_counter() - t0 >= seconds:
                     return
                 c = commits[k]
-                await commit(conns[w], c)
+                await commit(conns[w], [c])
                 if k >= WARM:
                     phase.batches += 1
                     phase.events += c.events

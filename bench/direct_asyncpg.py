@@ -8,7 +8,9 @@ stay free of asyncio policy changes, and this one free of trio_asyncio):
 
 Reads the pickled request bodies (list per session), turns them into rows and
 seals, then runs `writers` connections, each owning sessions w, w+writers, ...
-and committing their batches round-robin, each session's in order. Prints
+and committing their batches round-robin, each session's in order: one batch
+per statement, or with `group` > 1, `group` of its sessions' batches per
+statement (the service's group commit, `append_packed_group`). Prints
 "start" when timing begins and "end" when it ends (then waits for a line on
 stdin, so the parent can read the database's CPU time before our connections
 close), then one JSON line with the results.
@@ -30,7 +32,14 @@ from reference import ZERO
 
 import hashcore
 from service.storage.locks import SESSION_HEAD
-from service.storage.queries import APPEND_AT_HEAD, append_args, pack_rows
+from service.storage.queries import (
+    APPEND_AT_HEAD,
+    APPEND_GROUP,
+    AppendArgs,
+    append_args,
+    group_args,
+    pack_rows,
+)
 
 SEAL_TS = "2026-11-27T12:00:00.000000Z"
 
@@ -43,7 +52,7 @@ class Commit:
     first_seq: int
     first_prev_hash: str
     events: int
-    append_args: tuple[Any, ...]
+    append_args: AppendArgs
 
 
 def build(bodies_by_session: list[list[bytes]], tenant_id: int, key_id: str) -> list[list[Commit]]:
@@ -79,15 +88,21 @@ def build(bodies_by_session: list[list[bytes]], tenant_id: int, key_id: str) -> 
     return plan
 
 
-async def commit(conn: asyncpg.Connection, c: Commit) -> None:
-    """The fast path of service/core/commit.py `append_batch`: one statement."""
-    status = await conn.fetchval(APPEND_AT_HEAD, *c.append_args)
-    if status != "appended":
-        raise RuntimeError(f"session {c.session_id} at seq {c.first_seq}: {status}")
+async def commit(conn: asyncpg.Connection, group: list[Commit]) -> None:
+    """The fast path of service/core/commit.py `append_batch`: one statement, for
+    one batch or a group (core/group_commit.py)."""
+    if len(group) == 1:
+        statuses = [await conn.fetchval(APPEND_AT_HEAD, *group[0].append_args)]
+    else:
+        statuses = await conn.fetchval(APPEND_GROUP, *group_args([c.append_args for c in group]))
+    for c, status in zip(group, statuses, strict=True):
+        if status != "appended":
+            raise RuntimeError(f"session {c.session_id} at seq {c.first_seq}: {status}")
 
 
 async def run(cfg: dict[str, Any], plan: list[list[Commit]]) -> dict[str, Any]:
     writers: int = cfg["writers"]
+    group_size: int = cfg.get("group", 1)
     warm: int = cfg["warm_batches"]
     conns = [await asyncpg.connect(cfg["dsn"]) for _ in range(writers)]
 
@@ -111,20 +126,20 @@ async def run(cfg: dict[str, Any], plan: list[list[Commit]]) -> dict[str, Any]:
                     window["t0"] = time.perf_counter()
                     all_warm.set()
                 await all_warm.wait()
-            for commits in mine:
-                if k >= len(commits):
-                    continue
+            due = [commits[k] for commits in mine if k < len(commits)]
+            for g in range(0, len(due), group_size):
                 if k >= warm and time.perf_counter() - window["t0"] >= cfg["duration"]:
                     return
-                c = commits[k]
+                group = due[g : g + group_size]
                 t = time.perf_counter()
-                await commit(conn, c)
-                done["events"] += c.events
-                done["batches"] += 1
+                await commit(conn, group)
+                events = sum(c.events for c in group)
+                done["events"] += events
+                done["batches"] += len(group)
                 if k >= warm:
-                    latencies.append(time.perf_counter() - t)
-                    done["timed_events"] += c.events
-                    done["timed_batches"] += 1
+                    latencies.extend([time.perf_counter() - t] * len(group))
+                    done["timed_events"] += events
+                    done["timed_batches"] += len(group)
                     window["t1"] = time.perf_counter()
 
     # Bounded, so that a stuck database cannot keep this process (and the bench) alive.

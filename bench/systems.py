@@ -52,6 +52,9 @@ PHASE_NAMES = {  # in the benches' printed tables
     "ours": "ours: service serve -w2",
 }
 DIRECT_WRITERS = 8
+# "direct_grouped" (bench/ingest_bench.py only): the database limit when its
+# commits are grouped as the service's group commit groups them under load.
+DIRECT_GROUP = 8
 
 
 # --- the database, from plain asyncio (this process never imports trio_asyncio) -----
@@ -217,9 +220,10 @@ def measure_http(db: Database, kind: str, work: Workload, seconds: float) -> Pha
 
 
 def measure_direct(
-    db: Database, work: Workload, seconds: float, writers: int = DIRECT_WRITERS
+    db: Database, work: Workload, seconds: float, writers: int = DIRECT_WRITERS, group: int = 1
 ) -> Phase:
-    """The database's limit: bench/direct_asyncpg.py in its own process."""
+    """The database's limit: bench/direct_asyncpg.py in its own process, one batch
+    per statement or `group` (of different sessions) per statement."""
     writers = min(writers, work.sessions)  # each writer owns sessions
     cfg: dict[str, Any] = {
         "dsn": db.dsn,
@@ -227,6 +231,7 @@ def measure_direct(
         "tenant_id": db.tenant_id,
         "key_id": db.key_id,
         "writers": writers,
+        "group": group,
         "warm_batches": work.warm,
         "duration": seconds,
     }
@@ -245,7 +250,8 @@ def measure_direct(
             raise RuntimeError(f"direct_asyncpg.py: expected {word!r}, got {line!r}")
 
     meter = CpuMeter(lambda: process_cpu(child.pid), None, db.pg_pid)
-    phase = Phase(f"direct asyncpg ({writers} writers)")
+    grouped = f", {group}/stmt" if group > 1 else ""
+    phase = Phase(f"direct asyncpg ({writers} writers{grouped})")
     try:
         expect("start")
         meter.start()
@@ -273,6 +279,8 @@ def measure(db: Database, kind: str, work: Workload, seconds: float) -> Phase:
     wal = with_conn(db.dsn, wal_position)
     if kind == "direct":
         phase = measure_direct(db, work, seconds)
+    elif kind == "direct_grouped":
+        phase = measure_direct(db, work, seconds, group=DIRECT_GROUP)
     else:
         phase = measure_http(db, kind, work, seconds)
     phase.wal_bytes = with_conn(db.dsn, wal_position) - wal
