@@ -202,3 +202,22 @@ async def test_a_stale_remembered_head_falls_back_to_judging_under_the_lock(
     assert again.seal == written.seal
     rows = await stored_rows(db, chain.session_id)
     assert [r["kind"] for r in rows if not r["is_seal"]][3:] == ["other.writer"] * 3
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+async def test_small_and_large_bodies_are_verified_alike(
+    client: httpx.AsyncClient, size: str
+) -> None:
+    """Bodies up to 128 KiB are verified on the event loop, larger ones in a
+    worker thread (api/ingest.py): the same answers either way."""
+    n, pad = (5, 10) if size == "small" else (400, 600)
+    chain = Chain(payload=lambda seq: {"seq": seq, "text": "x" * pad})
+    good = chain.make(n)
+    assert (len(body_of(good)) > 128 * 1024) == (size == "large")
+    assert (await post(client, good))["accepted"] == n
+    forged = chain.make(n)
+    forged[n - 1]["payload"]["text"] = "y" * pad
+    response = await client.post("/v1/ingest", content=body_of(forged), headers=JSON)
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert (problem["code"], problem["index"]) == ("hash_mismatch", n - 1)
