@@ -146,6 +146,9 @@ class HttpConnection:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.buf = bytearray()
+        # The server said it closes the connection after this answer (hypercorn
+        # does after `keep_alive_max_requests`, 1,000, requests on one connection).
+        self.closing = False
 
     async def _fill(self) -> None:
         data = await self.stream.receive_some(65536)
@@ -161,6 +164,7 @@ class HttpConnection:
         head = bytes(buf[:end]).lower()
         del buf[: end + 4]
         status = int(head[9:12])
+        self.closing = b"\r\nconnection: close" in head
         at = head.find(b"\r\ncontent-length:")
         if at < 0:
             raise ValueError(f"no Content-Length in response: {head[:200]!r}")
@@ -188,24 +192,29 @@ def closed_by_server(stream: trio.SocketStream) -> bool:
             return True
 
 
-async def answered(conn: HttpConnection, req: bytes, phase: Phase) -> tuple[int, bytes]:
-    """Send `req` until it is not refused for load (429/503, retried after 50 ms);
-    the answer, counted in `phase`."""
+async def answered(
+    conn: HttpConnection, req: bytes, phase: Phase, port: int
+) -> tuple[HttpConnection, int, bytes]:
+    """Send `req` until it is not refused for load (429/503, retried after 50 ms,
+    on a new connection if the server closed that one); the connection it was
+    answered on and the answer, counted in `phase`."""
     while True:
         status, body = await conn.request(req)
         phase.statuses[str(status)] += 1
         if status not in (429, 503):
-            return status, body
+            return conn, status, body
         phase.retried[status] += 1
         await trio.sleep(0.05)
+        conn = await reopened_if_closed(conn, 0.0, port, phase)
 
 
 async def reopened_if_closed(
     conn: HttpConnection, idle: float, port: int, phase: Phase
 ) -> HttpConnection:
-    """`conn`, or a new connection if it sat idle long enough for the server to
-    close it (as a client's pool would reopen it). Checked only after IDLE_CHECK."""
-    if idle <= IDLE_CHECK or not closed_by_server(conn.stream):
+    """`conn`, or a new connection if the server said it closes it, or if it sat
+    idle long enough for the server to close it (as a client's pool would reopen
+    it; that is checked only after IDLE_CHECK)."""
+    if not conn.closing and (idle <= IDLE_CHECK or not closed_by_server(conn.stream)):
         return conn
     await conn.stream.aclose()
     phase.reconnects += 1
@@ -258,7 +267,7 @@ async def session_client(
                     return
                 t = time.perf_counter()
                 conn = await reopened_if_closed(conn, t - last_io, port, phase)
-                status, body = await answered(conn, req, phase)
+                conn, status, body = await answered(conn, req, phase, port)
                 done = last_io = time.perf_counter()
                 if status != 200:
                     # The rest of this session would only be seq_gap: stop it.
@@ -418,7 +427,7 @@ async def open_session_client(
                 sent = time.perf_counter()
                 phase.lags.append(sent - max(due, previous))
                 conn = await reopened_if_closed(conn, sent - last_io, port, phase)
-                status, body = await answered(conn, req, phase)
+                conn, status, body = await answered(conn, req, phase, port)
                 previous = last_io = time.perf_counter()
                 if status != 200:
                     phase.first_error = phase.first_error or f"{status} {body[:300]!r}"
