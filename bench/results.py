@@ -24,7 +24,8 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def git_commit() -> str:
-    """The checked-out commit (+ "-dirty" if the tree has changes); read only."""
+    """The checked-out commit (+ "-dirty" if the tree has changes, other than the
+    plots the benches themselves redraw in docs/bench/); read only."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -34,7 +35,16 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)docs/bench",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
