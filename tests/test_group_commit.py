@@ -212,3 +212,31 @@ async def test_groups_lock_their_sessions_in_one_order_whatever_the_order_given(
     assert statuses == {"reversed": ["appended", "appended"], "in order": ["moved", "moved"]}
     for w in (first, second):
         assert await _stored(db, w.session_id) == (2 + 1, 1)
+
+
+async def test_with_grouping_off_a_blocked_write_holds_up_no_other_session(
+    db: Database, make_key: MakeKey
+) -> None:
+    """`max_batches` 1 (what a Citus cluster gets): each batch on a connection of
+    its own, not queued behind the writers, so one waiting on a lock does not
+    hold up other sessions' batches."""
+    committer = await direct_committer(db, make_key)
+    blocked, free = Chain(), Chain()
+    outcomes: dict[str, Outcome] = {}
+
+    async def commit(chain: Chain) -> None:
+        outcomes[chain.session_id], _ = await committer.append(chain.make(2), group=ungrouped)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            ungrouped = GroupCommit(nursery, db, writers=1, max_batches=1, max_bytes=1 << 22)
+            async with holding(db, committer.tenant_id, blocked.session_id):
+                nursery.start_soon(commit, blocked)
+                await _until_locks(db, 1, 1)  # it waits behind us
+                await commit(free)  # would wait behind it, on the one writer
+                assert blocked.session_id not in outcomes
+            while blocked.session_id not in outcomes:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert all(isinstance(o, Appended) for o in outcomes.values()), outcomes
+    assert ungrouped.statistics()["groups"] == 0

@@ -21,7 +21,8 @@ What the single write guarantees holds for each batch of a group:
 
 A batch never waits longer than the writes already running plus its group's own.
 On a Citus cluster the commit functions run where each session lives, one
-session per call, so there `max_batches` is 1 (`Runtime` sets it).
+session per call, so there `max_batches` is 1 (`Runtime` sets it): each batch
+is then written on its own connection, as many at once as the pool allows.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class GroupCommit:
         DatabaseUnavailable when its statement did not complete (it may have
         landed whole, or not at all), WriteFailed when the database refused it.
         """
+        if self.max_batches <= 1:
+            # Grouping off (a Citus cluster): each batch on a connection of its
+            # own, as many at once as the pool allows, not through the writers.
+            return await self._db.run(lambda c: chains.append_at_head(c, batch))
         write = _Write(batch, sum(map(len, batch.records)))
         self._queue.append(write)
         self._idle_writers.unpark()
