@@ -36,7 +36,6 @@ from service.storage.queries import (
     APPEND_AT_HEAD,
     APPEND_GROUP,
     AppendArgs,
-    append_args,
     group_args,
     pack_rows,
 )
@@ -71,7 +70,7 @@ def build(bodies_by_session: list[list[bytes]], tenant_id: int, key_id: str) -> 
             rows = pack_rows(
                 b.first_seq, b.kinds, b.ts, b.hashes, b.records, (seal.ts, seal.hash, seal.record)
             )
-            args = append_args(
+            args = AppendArgs(
                 SESSION_HEAD,
                 tenant_id,
                 b.session_id,
@@ -92,7 +91,7 @@ async def commit(conn: asyncpg.Connection, group: list[Commit]) -> None:
     """The fast path of service/core/commit.py `append_batch`: one statement, for
     one batch or a group (core/group_commit.py)."""
     if len(group) == 1:
-        statuses = [await conn.fetchval(APPEND_AT_HEAD, *group[0].append_args)]
+        statuses = [await conn.fetchval(APPEND_AT_HEAD, *group[0].append_args.values())]
     else:
         statuses = await conn.fetchval(APPEND_GROUP, *group_args([c.append_args for c in group]))
     for c, status in zip(group, statuses, strict=True):

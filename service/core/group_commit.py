@@ -92,7 +92,7 @@ class GroupCommit:
             # Grouping off (a Citus cluster): each batch on a connection of its
             # own, as many at once as the pool allows, not through the writers.
             return await self._db.run(lambda c: chains.append_at_head(c, batch))
-        write = _Write(batch, sum(map(len, batch.records)))
+        write = _Write(batch, sum(map(len, batch.rows.records)))
         self._queue.append(write)
         self._idle_writers.unpark()
         try:

@@ -67,7 +67,7 @@ def append_args(
 ) -> queries.AppendArgs:
     """One batch's write: insert `rows` (events, then their seal) and move the head
     from `head` (next_seq, head_hash, last seal's hash) past them."""
-    return queries.append_args(
+    return queries.AppendArgs(
         SESSION_HEAD,
         tenant_id,
         session_id,
@@ -87,7 +87,7 @@ async def append_at_head(conn: Connection, batch: queries.AppendArgs) -> str:
     Returns 'appended', 'moved' (the head is not `head` any more: nothing was
     written) or 'revoked' (the API key was revoked: nothing was written).
     """
-    return str(await conn.fetchval(queries.APPEND_AT_HEAD, *batch))
+    return str(await conn.fetchval(queries.APPEND_AT_HEAD, *batch.values()))
 
 
 async def append_group(conn: Connection, batches: Sequence[queries.AppendArgs]) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 # Advisory lock, API key still live, head row FOR UPDATE (migration 0002).
 LOCK_SESSION_HEAD = "SELECT * FROM lock_session_head($1, $2, $3::uuid, $4)"
@@ -29,7 +28,7 @@ COVERING_SEAL = """SELECT record FROM records
 
 # Events, their seal and the new head, if the head is still the one the seal
 # was made against: 'appended', 'moved' (nothing written) or 'revoked'
-# (migration 0004; the arguments are `append_args`).
+# (migration 0004; the arguments are `AppendArgs.values()`).
 APPEND_AT_HEAD = """SELECT append_packed_at_head($1, $2, $3::uuid, $4, $5, $6, $7, $8, $9,
                                                 $10, $11, $12, $13, $14, $15, $16, $17, $18)"""
 
@@ -86,60 +85,42 @@ def pack_rows(
     )
 
 
-class AppendArgs(NamedTuple):
-    """The arguments of APPEND_AT_HEAD, in its order."""
+@dataclass(frozen=True)
+class AppendArgs:
+    """One batch's write: APPEND_AT_HEAD's arguments. `head` is the head the seal
+    was made against (next_seq, head_hash, last seal's hash)."""
 
     lock_namespace: int
     tenant_id: int
     session_id: str
     api_key_id: str
-    next_seq: int
-    head_hash: str
-    last_seal_hash: str
-    first_seq: int
-    kinds: str
-    ts: str
-    hashes: str
-    records: Sequence[bytes]
-    seal_ts: str
-    seal_hash: str
-    seal_record: bytes
+    head: tuple[int, str, str]
+    rows: PackedRows
     new_head_hash: str
     first_ts: str | None
     last_ts: str
 
-
-def append_args(
-    lock_namespace: int,
-    tenant_id: int,
-    session_id: str,
-    api_key_id: str,
-    head: tuple[int, str, str],
-    rows: PackedRows,
-    new_head_hash: str,
-    first_ts: str | None,
-    last_ts: str,
-) -> AppendArgs:
-    """The arguments of APPEND_AT_HEAD: `head` is the head the seal was made
-    against (next_seq, head_hash, last seal's hash)."""
-    return AppendArgs(
-        lock_namespace,
-        tenant_id,
-        session_id,
-        api_key_id,
-        *head,
-        rows.first_seq,
-        rows.kinds,
-        rows.ts,
-        rows.hashes,
-        rows.records,
-        rows.seal_ts,
-        rows.seal_hash,
-        rows.seal_record,
-        new_head_hash,
-        first_ts,
-        last_ts,
-    )
+    def values(self) -> tuple[object, ...]:
+        """The arguments, in APPEND_AT_HEAD's order."""
+        rows = self.rows
+        return (
+            self.lock_namespace,
+            self.tenant_id,
+            self.session_id,
+            self.api_key_id,
+            *self.head,
+            rows.first_seq,
+            rows.kinds,
+            rows.ts,
+            rows.hashes,
+            rows.records,
+            rows.seal_ts,
+            rows.seal_hash,
+            rows.seal_record,
+            self.new_head_hash,
+            self.first_ts,
+            self.last_ts,
+        )
 
 
 def group_args(batches: Sequence[AppendArgs]) -> tuple[object, ...]:
@@ -151,24 +132,25 @@ def group_args(batches: Sequence[AppendArgs]) -> tuple[object, ...]:
     records: list[bytes] = []
     for b in batches:
         starts.append(len(records) + 1)
-        records.extend(b.records)
+        records.extend(b.rows.records)
+    rows = [b.rows for b in batches]
     return (
         batches[0].lock_namespace,
         [b.tenant_id for b in batches],
         [b.session_id for b in batches],
         [b.api_key_id for b in batches],
-        [b.next_seq for b in batches],
-        [b.head_hash for b in batches],
-        [b.last_seal_hash for b in batches],
-        [b.first_seq for b in batches],
-        [b.kinds for b in batches],
-        [b.ts for b in batches],
-        [b.hashes for b in batches],
+        [b.head[0] for b in batches],
+        [b.head[1] for b in batches],
+        [b.head[2] for b in batches],
+        [r.first_seq for r in rows],
+        [r.kinds for r in rows],
+        [r.ts for r in rows],
+        [r.hashes for r in rows],
         starts,
         records,
-        [b.seal_ts for b in batches],
-        [b.seal_hash for b in batches],
-        [b.seal_record for b in batches],
+        [r.seal_ts for r in rows],
+        [r.seal_hash for r in rows],
+        [r.seal_record for r in rows],
         [b.new_head_hash for b in batches],
         [b.first_ts for b in batches],
         [b.last_ts for b in batches],
