@@ -22,7 +22,9 @@ from service.storage.locks import SESSION_HEAD
 from service.storage.queries import AppendArgs
 
 from .chain import ZERO, Chain
+from .conftest import Server
 from .support import DirectCommitter, MakeKey, direct_committer
+from .test_operability import metric
 
 _LOCKS = """SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
             FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2"""
@@ -240,3 +242,20 @@ async def test_with_grouping_off_a_blocked_write_holds_up_no_other_session(
             nursery.cancel_scope.cancel()
     assert all(isinstance(o, Appended) for o in outcomes.values()), outcomes
     assert ungrouped.statistics()["groups"] == 0
+
+
+async def test_the_groups_a_worker_wrote_are_counted_in_its_metrics(
+    server: Server, make_key: MakeKey
+) -> None:
+    """/metrics adds what the worker's group commit counted since the last scrape."""
+    key = await make_key("acme", "ingest", "read")
+    group = server.runtime.group
+    async with server.client(key) as client:
+        group.groups, group.grouped = 3, 11
+        text = (await client.get("/metrics")).text
+        assert metric(text, "chain_commit_groups_total") == 3
+        assert metric(text, "chain_commit_group_batches_total") == 11
+        group.groups, group.grouped = 5, 20
+        text = (await client.get("/metrics")).text
+        assert metric(text, "chain_commit_groups_total") == 5
+        assert metric(text, "chain_commit_group_batches_total") == 20
