@@ -22,7 +22,7 @@ import hashcore
 
 from ..storage import chains, queries
 from ..storage.database import Connection, Database
-from .group_commit import GroupCommit
+from .group_commit import GroupCommit, write_alone
 from .outcomes import ZERO_HASH, Appended, Conflict, KeyRevoked, Outcome
 
 Clock = Callable[[], str]
@@ -74,10 +74,7 @@ async def append_batch(
     ):
         seal = _seal(sub, signer, clock, expected, batch.first_seq)
         write = append_args(sub, expected, seal, 0)
-        if group is not None:
-            status = await group.append(write)
-        else:
-            status = await db.run(lambda conn: chains.append_at_head(conn, write))
+        status = await (group.append(write) if group is not None else write_alone(db, write))
         if status == "appended":
             return _appended(sub, seal, 0), _head_after(sub, seal)
         if status == "revoked":

@@ -41,6 +41,11 @@ class WriteFailed(Exception):
     """A batch's write raised in the database: nothing of it was stored."""
 
 
+async def write_alone(db: Database, batch: AppendArgs) -> str:
+    """`batch` by a statement of its own, on a pooled connection."""
+    return await db.run(lambda conn: chains.append_at_head(conn, batch))
+
+
 @dataclass(eq=False)
 class _Write:
     batch: AppendArgs
@@ -91,7 +96,7 @@ class GroupCommit:
         if self.max_batches <= 1:
             # Grouping off (a Citus cluster): each batch on a connection of its
             # own, as many at once as the pool allows, not through the writers.
-            return await self._db.run(lambda c: chains.append_at_head(c, batch))
+            return await write_alone(self._db, batch)
         write = _Write(batch, sum(map(len, batch.rows.records)))
         self._queue.append(write)
         self._idle_writers.unpark()
@@ -136,7 +141,7 @@ class GroupCommit:
         batches = [w.batch for w in group]
         try:
             if len(group) == 1:
-                statuses = [await self._db.run(lambda c: chains.append_at_head(c, batches[0]))]
+                statuses = [await write_alone(self._db, batches[0])]
             else:
                 statuses = await self._db.run(lambda c: chains.append_group(c, batches))
                 self.groups += 1
@@ -144,13 +149,12 @@ class GroupCommit:
                 self.largest = max(self.largest, len(group))
             for write, status in zip(group, statuses, strict=True):
                 write.status = status
-        except trio.Cancelled as exc:
+        except BaseException as exc:
+            # Each batch's task reports it; the writer goes on, unless cancelled.
             for write in group:
                 write.failure = exc
-            raise
-        except Exception as exc:  # each batch's task reports it; the writer goes on
-            for write in group:
-                write.failure = exc
+            if not isinstance(exc, Exception):
+                raise
         finally:
             for write in group:
                 write.done.set()
