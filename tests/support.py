@@ -4,16 +4,19 @@ through the API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import httpx
+import trio
 
 import hashcore
 from service.core.commit import ChainHead, Submission, append_batch
@@ -22,6 +25,7 @@ from service.core.outcomes import Outcome
 from service.runtime import utc_now
 from service.storage import seal_keys, tenants
 from service.storage.database import Connection, Database
+from service.storage.locks import SESSION_HEAD
 
 from .chain import ZERO, body_of
 
@@ -66,6 +70,50 @@ async def direct_committer(db: Database, make_key: MakeKey) -> DirectCommitter:
     signer = hashcore.Signer(bytes(range(32)))
     await seal_keys.register(db, signer.key_id, signer.public_key, activate=True)
     return DirectCommitter(db, row.tenant_id, api_key_id, signer)
+
+
+_SESSION_LOCKS = """SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
+                    FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2"""
+
+
+async def session_locks(db: Database) -> tuple[int, int]:
+    """(held, awaited) session-head advisory locks, in the whole database."""
+    row = await db.run(lambda conn: conn.fetchrow(_SESSION_LOCKS, SESSION_HEAD))
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def until_session_locks(db: Database, held: int, awaited: int) -> None:
+    """Wait until `held` session-head advisory locks are held and `awaited` awaited."""
+    while await session_locks(db) != (held, awaited):
+        await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def holding_session_lock(
+    db: Database, tenant_id: int, session_id: str
+) -> AsyncIterator[None]:
+    """Hold `session_id`'s advisory lock, the one the commit functions take
+    (migration 0002), in a transaction of its own for the block: commits to that
+    session wait behind it, and are released together when the block ends."""
+    release = asyncio.Event()
+
+    async def hold(conn: Connection) -> None:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2::bigint::text || '/' || $3::text))",
+            SESSION_HEAD,
+            tenant_id,
+            session_id,
+        )
+        await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(db.transaction, hold)
+        await until_session_locks(db, 1, 0)
+        try:
+            yield
+        finally:
+            release.set()
 
 
 def assert_problem(resp: httpx.Response, status: int, *codes: str) -> dict[str, Any]:

@@ -9,28 +9,21 @@ batch, a fork if it is another.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import trio
 
 from service.core.outcomes import Appended, Conflict, Outcome
-from service.storage.database import Connection, Database
-from service.storage.locks import SESSION_HEAD
+from service.storage.database import Database
 
 from .chain import ZERO, Chain, relink
-from .support import MakeKey, direct_committer
-
-_LOCKS = """SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
-            FROM pg_locks
-            WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2"""
-
-
-async def _session_locks(conn: Connection) -> tuple[int, int]:
-    """(holders, waiters) of session-head advisory locks."""
-    row = await conn.fetchrow(_LOCKS, SESSION_HEAD)
-    assert row is not None
-    return int(row[0]), int(row[1])
+from .support import (
+    MakeKey,
+    direct_committer,
+    holding_session_lock,
+    session_locks,
+    until_session_locks,
+)
 
 
 async def race(
@@ -41,18 +34,6 @@ async def race(
     committer = await direct_committer(db, make_key)
     session_id = first[0]["session_id"]
 
-    async def hold(conn: Connection) -> None:
-        # The same lock the commit functions take (migration 0002).
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2::bigint::text || '/' || $3::text))",
-            SESSION_HEAD,
-            committer.tenant_id,
-            session_id,
-        )
-        while (await _session_locks(conn))[1] < 2:
-            await asyncio.sleep(0.01)
-        # Both commits wait behind us: committing releases them together.
-
     outcomes: list[Outcome] = []
 
     async def commit(events: list[dict[str, Any]]) -> None:
@@ -60,16 +41,18 @@ async def race(
         outcomes.append(outcome)
 
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(db.transaction, hold)
-            while (await db.run(_session_locks)) != (1, 0):
-                await trio.sleep(0.01)
+        async with (
+            trio.open_nursery() as nursery,
+            holding_session_lock(db, committer.tenant_id, session_id),
+        ):
             nursery.start_soon(commit, first)
             nursery.start_soon(commit, second)
+            # Both commits wait behind us: ending the block releases them together.
+            await until_session_locks(db, 1, 2)
     stored = await db.run(
         lambda conn: conn.fetchval("SELECT count(*) FROM records WHERE session_id = $1", session_id)
     )
-    assert await db.run(_session_locks) == (0, 0)
+    assert await session_locks(db) == (0, 0)
     return outcomes, int(stored)
 
 

@@ -5,9 +5,7 @@ transaction holds a session's advisory lock until the writes wait behind it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -18,49 +16,18 @@ from service.core.outcomes import Appended, Outcome
 from service.runtime import utc_now
 from service.storage import chains
 from service.storage.database import Connection, Database
-from service.storage.locks import SESSION_HEAD
 from service.storage.queries import AppendArgs
 
 from .chain import ZERO, Chain
 from .conftest import Server
-from .support import DirectCommitter, MakeKey, direct_committer
+from .support import (
+    DirectCommitter,
+    MakeKey,
+    direct_committer,
+    holding_session_lock,
+    until_session_locks,
+)
 from .test_operability import metric
-
-_LOCKS = """SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
-            FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2"""
-
-
-async def _until_locks(db: Database, held: int, awaited: int) -> None:
-    """Wait until `held` session-head advisory locks are held and `awaited` awaited."""
-    while True:
-        row = await db.run(lambda conn: conn.fetchrow(_LOCKS, SESSION_HEAD))
-        assert row is not None
-        if (row[0], row[1]) == (held, awaited):
-            return
-        await trio.sleep(0.01)
-
-
-@asynccontextmanager
-async def holding(db: Database, tenant_id: int, session_id: str) -> AsyncIterator[None]:
-    """Hold `session_id`'s advisory lock, as a commit takes it, for the block."""
-    release = asyncio.Event()
-
-    async def hold(conn: Connection) -> None:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2::bigint::text || '/' || $3::text))",
-            SESSION_HEAD,
-            tenant_id,
-            session_id,
-        )
-        await release.wait()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(db.transaction, hold)
-        await _until_locks(db, 1, 0)
-        try:
-            yield
-        finally:
-            release.set()
 
 
 async def _stored(db: Database, session_id: str) -> tuple[int, int]:
@@ -110,10 +77,10 @@ async def _behind_a_held_lock(
     with trio.fail_after(30):
         async with (
             trio.open_nursery() as nursery,
-            holding(db, committer.tenant_id, blocked.session_id),
+            holding_session_lock(db, committer.tenant_id, blocked.session_id),
         ):
             nursery.start_soon(commit, blocked)
-            await _until_locks(db, 1, 1)  # the writer waits behind us
+            await until_session_locks(db, 1, 1)  # the writer waits behind us
             for chain in others:
                 nursery.start_soon(commit, chain)
             while group.statistics()["queued"] < len(others):
@@ -205,12 +172,12 @@ async def test_groups_lock_their_sessions_in_one_order_whatever_the_order_given(
     with trio.fail_after(30):
         async with (
             trio.open_nursery() as nursery,
-            holding(db, committer.tenant_id, second.session_id),
+            holding_session_lock(db, committer.tenant_id, second.session_id),
         ):
             nursery.start_soon(write, "reversed", [second, first])
-            await _until_locks(db, 2, 1)  # it holds `first`, waits for `second`
+            await until_session_locks(db, 2, 1)  # it holds `first`, waits for `second`
             nursery.start_soon(write, "in order", [first, second])
-            await _until_locks(db, 2, 2)  # it waits for `first`
+            await until_session_locks(db, 2, 2)  # it waits for `first`
     assert statuses == {"reversed": ["appended", "appended"], "in order": ["moved", "moved"]}
     for w in (first, second):
         assert await _stored(db, w.session_id) == (2 + 1, 1)
@@ -232,9 +199,9 @@ async def test_with_grouping_off_a_blocked_write_holds_up_no_other_session(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             ungrouped = GroupCommit(nursery, db, writers=1, max_batches=1, max_bytes=1 << 22)
-            async with holding(db, committer.tenant_id, blocked.session_id):
+            async with holding_session_lock(db, committer.tenant_id, blocked.session_id):
                 nursery.start_soon(commit, blocked)
-                await _until_locks(db, 1, 1)  # it waits behind us
+                await until_session_locks(db, 1, 1)  # it waits behind us
                 await commit(free)  # would wait behind it, on the one writer
                 assert blocked.session_id not in outcomes
             while blocked.session_id not in outcomes:
