@@ -86,6 +86,15 @@ class Phase:
     def batches_per_s(self) -> float:
         return self.timed_batches / self.seconds if self.seconds else 0.0
 
+    def acknowledged(self, events: int, latency: float | None) -> None:
+        """One batch answered 200: `latency` if it was timed, None in the warm-up."""
+        self.events += events
+        self.batches += 1
+        if latency is not None:
+            self.latencies.append(latency)
+            self.timed_events += events
+            self.timed_batches += 1
+
     def percentile(self, q: float, values: list[float] | None = None) -> float:
         """The q-quantile of the latencies (or of `values`), in ms."""
         lat = sorted(self.latencies if values is None else values)
@@ -193,11 +202,12 @@ def closed_by_server(stream: trio.SocketStream) -> bool:
 
 
 async def answered(
-    conn: HttpConnection, req: bytes, phase: Phase, port: int
+    conn: HttpConnection, req: bytes, phase: Phase, port: int, idle: float
 ) -> tuple[HttpConnection, int, bytes]:
-    """Send `req` until it is not refused for load (429/503, retried after 50 ms,
-    on a new connection if the server closed that one); the connection it was
-    answered on and the answer, counted in `phase`."""
+    """Send `req` (on a new connection if the server closed `conn`, idle for
+    `idle` seconds) until it is not refused for load (429/503, retried after
+    50 ms); the connection it was answered on and the answer, counted in `phase`."""
+    conn = await reopened_if_closed(conn, idle, port, phase)
     while True:
         status, body = await conn.request(req)
         phase.statuses[str(status)] += 1
@@ -266,19 +276,14 @@ async def session_client(
                 if timed and time.perf_counter() >= window.deadline:
                     return
                 t = time.perf_counter()
-                conn = await reopened_if_closed(conn, t - last_io, port, phase)
-                conn, status, body = await answered(conn, req, phase, port)
+                conn, status, body = await answered(conn, req, phase, port, t - last_io)
                 done = last_io = time.perf_counter()
                 if status != 200:
                     # The rest of this session would only be seq_gap: stop it.
                     phase.first_error = phase.first_error or f"{status} {body[:300]!r}"
                     return
-                phase.events += events
-                phase.batches += 1
+                phase.acknowledged(events, done - t if timed else None)
                 if timed:
-                    phase.latencies.append(done - t)
-                    phase.timed_events += events
-                    phase.timed_batches += 1
                     window.t1 = max(window.t1, done)
         finally:
             await conn.stream.aclose()
@@ -412,8 +417,7 @@ async def open_session_client(
                 if status != 200:
                     phase.first_error = phase.first_error or f"warm-up {status} {body[:300]!r}"
                     return
-                phase.events += events
-                phase.batches += 1
+                phase.acknowledged(events, None)
             arrived = True
             window.arrive()
             await window.started.wait()
@@ -426,17 +430,12 @@ async def open_session_client(
                     await trio.sleep(wait)
                 sent = time.perf_counter()
                 phase.lags.append(sent - max(due, previous))
-                conn = await reopened_if_closed(conn, sent - last_io, port, phase)
-                conn, status, body = await answered(conn, req, phase, port)
+                conn, status, body = await answered(conn, req, phase, port, sent - last_io)
                 previous = last_io = time.perf_counter()
                 if status != 200:
                     phase.first_error = phase.first_error or f"{status} {body[:300]!r}"
                     return
-                phase.events += events
-                phase.batches += 1
-                phase.latencies.append(previous - due)
-                phase.timed_events += events
-                phase.timed_batches += 1
+                phase.acknowledged(events, previous - due)
                 window.t1 = max(window.t1, previous)
         finally:
             await conn.stream.aclose()
