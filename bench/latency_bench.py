@@ -18,13 +18,15 @@ On a fresh embedded PostgreSQL (fsync on), with 64 sessions of 100-event batches
    order; latency is from each batch's scheduled arrival to its answer, so a
    stall counts against every batch it holds up (no coordinated omission).
 
-Every point runs on an emptied database and a freshly started server (after one
-closed-loop warm-up batch per session), every answer must be 200 (429/503 are
-retried after 50 ms, the wait counted in the latency), and the stored rows are
-counted against the acknowledged ones. The goal of issue 12: ours' p99 <= 50 ms
-at 70 % of its maximum. The database limit is drawn as its maximum rate (it has
-no HTTP to put a latency on). Figures go to bench/results/latency.json and the
-plot to docs/bench/latency.png (with --quick: latency_quick.* in bench/results/).
+Every point runs on an emptied database, after a checkpoint and a sync (the kernel
+has nothing of an earlier step's left to write back: systems.reset), on a freshly
+started server (after one closed-loop warm-up batch per session); every answer
+must be 200 (429/503 are retried after 50 ms, the wait counted in the latency),
+and the stored rows are counted against the acknowledged ones. The goal of issue
+12: ours' p99 <= 50 ms at 70 % of its maximum. The database limit is drawn as
+its maximum rate (it has no HTTP to put a latency on). Figures go to
+bench/results/latency.json and the plot to docs/bench/latency.png (with --quick:
+latency_quick.* in bench/results/).
 """
 
 from __future__ import annotations

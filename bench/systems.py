@@ -61,9 +61,20 @@ DIRECT_GROUP = 8
 
 
 async def reset(conn: asyncpg.Connection) -> None:
-    """Empty the chains (keep tenants and keys) and start from a fresh checkpoint."""
+    """Empty the chains (keep tenants and keys), start from a fresh checkpoint, and
+    leave the machine nothing dirty to write back.
+
+    The last is the bench's own hygiene. The kernel writes a dirty page back
+    ~30 s after it was written (vm.dirty_expire_centisecs), and that writeback
+    queues the WAL flushes of whatever is being measured then. The workload's
+    pickle alone is ~0.7 GB: half a minute after it was written, single WAL
+    flushes took 150-160 ms (pg_stat_activity: every committer on IO:WalSync or
+    LWLock:WALWrite), and an open-loop point at a fixed 40k events/s had a p99
+    of 315-369 ms instead of 20-54 ms.
+    """
     await conn.execute("TRUNCATE records, sessions")
     await conn.execute("CHECKPOINT")
+    os.sync()
 
 
 async def wal_position(conn: asyncpg.Connection) -> int:
