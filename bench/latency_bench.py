@@ -4,6 +4,8 @@ Run on purpose (not a test):
 
     .venv/bin/python bench/latency_bench.py            # ~6 min
     .venv/bin/python bench/latency_bench.py --quick    # ~1 min, indicative only
+    # the goal's point alone, sustained for a minute (~4 min; its own JSON, no plot):
+    .venv/bin/python bench/latency_bench.py --only ours --fractions 0.7 --goal-seconds 60
 
 On a fresh embedded PostgreSQL (fsync on), with 64 sessions of 100-event batches
 (payloads ~300 B, the ingest bench's workload):
@@ -102,6 +104,24 @@ QUICK = Mode(
 )
 
 
+# The most batches per second a sustained goal point is sized for (ours' maximum
+# here is ~700-1,000).
+POOL_RATE = 1000
+
+
+def sustained(mode: Mode, seconds: float) -> Mode:
+    """`mode` with its goal point run for `seconds`, and a pool that holds it."""
+    per_session = WARM + math.ceil(seconds * POOL_RATE * GOAL_FRACTION / mode.sessions)
+    return Mode(
+        **{
+            **mode.__dict__,
+            "batches": max(mode.batches, per_session),
+            "goal_samples": 10**9,  # the duration decides
+            "goal_cap_seconds": seconds,
+        }
+    )
+
+
 def point_seconds(mode: Mode, fraction: float, batches_per_s: float) -> float:
     """How long an open-loop point runs: enough batches for its percentiles."""
     goal = math.isclose(fraction, GOAL_FRACTION)
@@ -178,6 +198,12 @@ def main() -> int:
     parser.add_argument(
         "--fractions", type=float, nargs="+", help="fractions of the maximum to run at"
     )
+    parser.add_argument(
+        "--goal-seconds",
+        type=float,
+        help=f"run the {GOAL_FRACTION:.0%} point this long (sustained load; the pool of "
+        f"batches grows to hold it, up to {POOL_RATE:,} batches/s)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="write the JSON only")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
@@ -185,8 +211,12 @@ def main() -> int:
         if any(not 0 < f <= 2 for f in args.fractions):
             parser.error("--fractions must be in (0, 2]")
         mode = Mode(**{**mode.__dict__, "fractions": tuple(sorted(args.fractions))})
+    if args.goal_seconds:
+        mode = sustained(mode, args.goal_seconds)
     swept = args.only or list(HTTP_SYSTEMS)
     name = "latency_quick" if args.quick else "latency"
+    if args.goal_seconds:  # a check of its own: not the curve the README draws
+        name = "latency_sustained"
     ctx = results.context()
     started = time.monotonic()
     cores = ctx["usable_cores"]
@@ -281,6 +311,7 @@ def main() -> int:
             "warm_batches_per_session": WARM,
             "arrivals": args.arrivals,
             "quick": bool(args.quick),
+            "goal_point_seconds": args.goal_seconds,
         },
         "postgres": {"version": db.version, "fsync": db.fsync},
         "maximum": {k: p.summary() for k, p in maxima.items()},
@@ -296,7 +327,7 @@ def main() -> int:
     }
     path = results.save(name, ctx, figures)
     print(f"figures: {path.relative_to(ROOT)}")
-    if not args.no_plot:
+    if not args.no_plot and not args.goal_seconds:
         import plots
 
         for png in plots.plot_latency(name):
