@@ -33,7 +33,6 @@ are set up by bench/systems.py, shared with the latency and scale benches.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -47,7 +46,7 @@ import results
 import trio
 from loadgen import Phase
 from processes import ROOT
-from systems import SYSTEMS, Workload, bench_database, measure
+from systems import SUSTAINED_RATE, SYSTEMS, Workload, bench_database, measure, sustained_pool
 from workload import EVENTS, ingest_bodies
 
 SESSIONS = 64
@@ -64,8 +63,6 @@ class Mode:
 
 
 FULL = Mode(batches=150, seconds=15.0)
-# Batches per second a --seconds pool is sized for (ours' maximum here: ~1,000).
-SUSTAINED_RATE = 1000
 QUICK = Mode(batches=20, seconds=4.0)
 
 
@@ -179,7 +176,7 @@ def main() -> int:
     if args.seconds is not None:
         if args.seconds <= 0:
             parser.error("--seconds must be positive")
-        pool = WARM_BATCHES + math.ceil(args.seconds * SUSTAINED_RATE / args.sessions)
+        pool = sustained_pool(args.seconds, args.sessions, WARM_BATCHES)
         mode = Mode(max(mode.batches, pool), args.seconds)
     if args.batches is not None:
         if args.batches <= WARM_BATCHES:

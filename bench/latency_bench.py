@@ -48,6 +48,7 @@ from progress import Progress
 from systems import (
     HTTP_SYSTEMS,
     LABELS,
+    SUSTAINED_RATE,
     SYSTEMS,
     Database,
     Workload,
@@ -57,6 +58,7 @@ from systems import (
     measure,
     reset,
     serving,
+    sustained_pool,
     wal_position,
 )
 from workload import EVENTS, build_bodies
@@ -104,14 +106,9 @@ QUICK = Mode(
 )
 
 
-# The most batches per second a sustained goal point is sized for (ours' maximum
-# here is ~700-1,000).
-POOL_RATE = 1000
-
-
 def sustained(mode: Mode, seconds: float) -> Mode:
     """`mode` with its goal point run for `seconds`, and a pool that holds it."""
-    per_session = WARM + math.ceil(seconds * POOL_RATE * GOAL_FRACTION / mode.sessions)
+    per_session = sustained_pool(seconds, mode.sessions, WARM, GOAL_FRACTION)
     return Mode(
         **{
             **mode.__dict__,
@@ -202,7 +199,7 @@ def main() -> int:
         "--goal-seconds",
         type=float,
         help=f"run the {GOAL_FRACTION:.0%} point this long (sustained load; the pool of "
-        f"batches grows to hold it, up to {POOL_RATE:,} batches/s)",
+        f"batches grows to hold it, up to {SUSTAINED_RATE:,} batches/s)",
     )
     parser.add_argument("--no-plot", action="store_true", help="write the JSON only")
     args = parser.parse_args()
@@ -211,11 +208,13 @@ def main() -> int:
         if any(not 0 < f <= 2 for f in args.fractions):
             parser.error("--fractions must be in (0, 2]")
         mode = Mode(**{**mode.__dict__, "fractions": tuple(sorted(args.fractions))})
-    if args.goal_seconds:
+    if args.goal_seconds is not None:
+        if args.goal_seconds <= 0:
+            parser.error("--goal-seconds must be positive")
         mode = sustained(mode, args.goal_seconds)
     swept = args.only or list(HTTP_SYSTEMS)
     name = "latency_quick" if args.quick else "latency"
-    if args.goal_seconds:  # a check of its own: not the curve the README draws
+    if args.goal_seconds is not None:  # a check of its own: not the curve the README draws
         name = "latency_sustained"
     ctx = results.context()
     started = time.monotonic()
@@ -327,7 +326,7 @@ def main() -> int:
     }
     path = results.save(name, ctx, figures)
     print(f"figures: {path.relative_to(ROOT)}")
-    if not args.no_plot and not args.goal_seconds:
+    if not args.no_plot and args.goal_seconds is None:
         import plots
 
         for png in plots.plot_latency(name):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pickle
 import resource
@@ -55,6 +56,15 @@ DIRECT_WRITERS = 8
 # "direct_grouped" (bench/ingest_bench.py only): the database limit when its
 # commits are grouped as the service's group commit groups them under load.
 DIRECT_GROUP = 8
+# The rate a sustained run's pool of pre-built batches is sized for, in batches
+# per second (ours' maximum here: ~700-1,000).
+SUSTAINED_RATE = 1000
+
+
+def sustained_pool(seconds: float, sessions: int, warm: int, share: float = 1.0) -> int:
+    """Batches per session (warm-up included) that keep `share` of SUSTAINED_RATE
+    coming for `seconds`; a faster run uses them up sooner."""
+    return warm + math.ceil(seconds * SUSTAINED_RATE * share / sessions)
 
 
 # --- the database, from plain asyncio (this process never imports trio_asyncio) -----
