@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 
 import asyncpg
 import pytest
@@ -133,6 +134,25 @@ async def test_unreachable_database_is_unavailable() -> None:
     async with open_database(settings) as db:
         with pytest.raises(DatabaseUnavailable):
             await db.run(lambda c: c.fetchval("SELECT 1"))
+
+
+async def test_a_unix_socket_connection_sends_a_large_statement_at_once(db: Database) -> None:
+    """A group commit's statement (hundreds of KiB) fits the connection's send
+    buffer: it leaves in one send instead of one per 8 KiB the backend reads."""
+    wmem_max = int(await trio.Path("/proc/sys/net/core/wmem_max").read_text())
+
+    async def work(conn: Connection) -> tuple[int, int, int]:
+        sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        if sock.family != socket.AF_UNIX:
+            pytest.skip("TCP sizes its own send buffers")
+        big = secrets.token_bytes(3 << 20)
+        stored = await conn.fetchval("SELECT length($1::bytea)", big)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), stored, len(big)
+
+    sndbuf, stored, sent = await db.run(work)
+    assert stored == sent
+    # The kernel doubles what it is asked for (bookkeeping), up to wmem_max.
+    assert sndbuf >= 2 * min(4 << 20, wmem_max)
 
 
 # ---- migrations ------------------------------------------------------------------
