@@ -295,7 +295,9 @@ def main() -> int:
     if goal is not None:
         print(
             f"goal: ours' p99 <= {GOAL_P99_MS:.0f} ms at {GOAL_FRACTION:.0%} of its maximum: "
-            f"{'met' if goal['met'] else 'NOT met'} ({goal['p99_ms']:.1f} ms)"
+            f"{'met' if goal['met'] else 'NOT met'} ({goal['p99_ms']:.1f} ms at "
+            f"{goal['offered_events_per_s']:,} events/s; the point moves with this run's "
+            "maximum: compare that rate with earlier runs)"
         )
     if args.quick:
         print("(--quick: short windows, few samples: figures are indicative only)")
