@@ -297,9 +297,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 # A Unix socket's send buffer (net.core.wmem_default, 208 KiB) holds only a few
 # of the batches of a group commit's statement: the rest then goes out as the
 # backend drains its 8 KiB reads, each partial send one more wake-up of the
-# bridge's event loop. With room for the whole statement it leaves in one send:
-# 1.04x events/s, -3.5 % of the server's CPU per batch in bench/ingest_bench.py.
-# The kernel caps it at net.core.wmem_max; TCP sizes its own buffers.
+# bridge's event loop. With 4 MiB a group's statement leaves in one send (16
+# batches of 57 KiB: ~0.9 MiB; only a group near CHAIN_GROUP_MAX_BYTES, 4 MiB of
+# records, still takes two): 1.04x events/s, -3.5 % of the server's CPU per
+# batch in bench/ingest_bench.py. The kernel caps it at net.core.wmem_max (4 MiB
+# here); TCP sizes its own buffers.
 _SEND_BUFFER_BYTES = 4 << 20
 
 
