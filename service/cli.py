@@ -20,6 +20,7 @@ from agent_chain.bundle import BundleHeader
 from hypercorn.config import Config
 
 from . import logs
+from .config import Settings
 from .core import credentials, export, seal_key
 from .runtime import prepare_storage, tune_gc_for_serving
 from .storage import migrations, seal_keys, tenants
@@ -106,6 +107,10 @@ def serve(host: str, port: int, workers: int, data_dir: Path) -> None:
 
     with database_url(data_dir) as url:
         os.environ["DATABASE_URL"] = url
+        try:
+            Settings.from_env()  # settings that cannot work fail here, not in each worker
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
         signer = seal_key.load_or_create(key_file)
         # Fail here, once, rather than in every worker.
         with_database(url, lambda db: prepare_storage(db, signer))
@@ -146,7 +151,6 @@ async def _serve_here(config: Config) -> int:
     from hypercorn.trio import serve
 
     from .app import create_app
-    from .config import Settings
 
     async def signalled() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

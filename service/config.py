@@ -58,6 +58,18 @@ class Settings:
     replay_chunk: int = 2000
     replay_max_bytes: int = 4 * MiB
 
+    def __post_init__(self) -> None:
+        if self.group_writers < 1:
+            raise ValueError(f"CHAIN_GROUP_WRITERS must be at least 1, not {self.group_writers}")
+        if self.group_writers >= self.pool_size:
+            # Each writer keeps a connection: none would be left for the rest.
+            raise ValueError(
+                f"CHAIN_GROUP_WRITERS ({self.group_writers}) must be less than "
+                f"CHAIN_POOL_SIZE ({self.pool_size}): each group-commit writer keeps "
+                "one of the pool's connections, and reads and the other commits "
+                "need at least one more"
+            )
+
     @property
     def pool(self) -> PoolSettings:
         return PoolSettings(self.database_url, max_size=self.pool_size, deadline=self.db_deadline)

@@ -155,6 +155,112 @@ async def test_a_unix_socket_connection_sends_a_large_statement_at_once(db: Data
     assert sndbuf >= 2 * min(4 << 20, wmem_max)
 
 
+async def _backend_pid(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
+async def test_a_kept_connection_is_one_backend_held_against_the_pool(db: Database) -> None:
+    """A group-commit writer keeps its connection between writes: every unit of
+    work on it runs on the same backend, and the place it holds in the pool is
+    not handed to anyone else meanwhile (not even between two of its writes)."""
+    async with db.owned() as kept:
+        assert db.statistics()["kept"] == 0  # taken at its first use
+        pids = {await kept.run(_backend_pid) for _ in range(5)}
+        assert len(pids) == 1
+        assert db.statistics() | {"waits_total": 0} == {
+            "in_use": 0,
+            "kept": 1,
+            "waiting": 0,
+            "waits_total": 0,
+        }
+
+        # The pool's own units of work never get the kept connection, and can
+        # use every other place: 3 at once of a pool of 4.
+        async def pooled(conn: Connection) -> int:
+            pid = await _backend_pid(conn)
+            await conn.execute("SELECT pg_sleep(0.2)")
+            return pid
+
+        others: list[int] = []
+
+        async def one() -> None:
+            others.append(await db.run(pooled))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(one)
+            await trio.sleep(0.1)
+            assert db.statistics()["in_use"] == 3
+            assert db.statistics()["waiting"] == 0
+        assert not pids & set(others)
+        assert len(set(others)) == 3
+    assert db.statistics()["kept"] == 0
+    assert db.statistics()["in_use"] == 0
+
+
+async def test_a_kept_connection_lost_while_idle_is_replaced_unnoticed(db: Database) -> None:
+    """A kept connection whose backend died between two writes (terminated, the
+    server restarted) is replaced at the next write; that write succeeds."""
+    async with db.owned() as kept:
+        first = await kept.run(_backend_pid)
+        assert await db.run(lambda c: c.fetchval("SELECT pg_terminate_backend($1)", first))
+
+        async def gone(conn: Connection) -> bool:
+            query = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1"
+            return bool(await conn.fetchval(query, first))
+
+        with trio.fail_after(10):
+            while not await db.run(gone):
+                await trio.sleep(0.05)
+        await trio.sleep(0.1)  # the client side reads the backend's goodbye
+        second = await kept.run(_backend_pid)
+        assert second != first
+        assert db.statistics()["kept"] == 1
+    assert db.statistics()["kept"] == 0
+
+
+async def test_a_kept_connection_cut_off_mid_statement_is_given_back(db: Database) -> None:
+    """A deadline or a cancellation in the middle of a statement on a kept
+    connection leaves no statement running, no transaction open and no place
+    held; the next unit of work takes a fresh connection."""
+
+    async def sleep_in_transaction(conn: Connection) -> None:
+        async with conn.transaction():
+            await _sleep_holding_lock(conn)
+
+    async with db.owned() as kept:
+        before = await kept.run(_backend_pid)
+        with pytest.raises(DatabaseUnavailable, match="exceeded"):
+            await kept.run(sleep_in_transaction, deadline=0.5)
+        assert db.statistics()["kept"] == 0
+        await _assert_clean(db)
+        with trio.move_on_after(0.5) as scope:
+            await kept.run(sleep_in_transaction)
+        assert scope.cancelled_caught
+        assert db.statistics()["kept"] == 0
+        await _assert_clean(db)
+        after = await kept.run(_backend_pid)
+        assert db.statistics()["kept"] == 1
+    assert db.statistics()["kept"] == 0
+    assert isinstance(before, int) and isinstance(after, int)
+
+
+async def test_a_task_cancelled_while_keeping_a_connection_gives_it_back(db: Database) -> None:
+    async def writer(task_status: trio.TaskStatus[None]) -> None:
+        async with db.owned() as kept:
+            await kept.run(_backend_pid)
+            task_status.started()
+            await kept.run(lambda c: c.execute("SELECT pg_sleep(30)"))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer)
+        assert db.statistics()["kept"] == 1
+        await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    assert db.statistics()["kept"] == 0
+    await _assert_clean(db)
+
+
 # ---- migrations ------------------------------------------------------------------
 
 

@@ -79,6 +79,17 @@ def ingest_pids(log: Path, skip_lines: int = 0) -> set[int]:
     return pids
 
 
+def test_serve_refuses_more_group_writers_than_the_pool_can_spare(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Each group-commit writer keeps a connection: with as many writers as
+    connections, reads and the slow-path commits would wait forever."""
+    with pytest.raises(RuntimeError) as refused:
+        spawn_serve(database_url, tmp_path / "data", env={"CHAIN_GROUP_WRITERS": "8"})
+    assert "serve exited with 1" in str(refused.value)
+    assert "CHAIN_GROUP_WRITERS (8) must be less than CHAIN_POOL_SIZE (8)" in str(refused.value)
+
+
 @pytest.mark.slow
 async def test_metrics_add_up_across_workers_and_logs_are_json(
     db: Database, database_url: str, make_key: MakeKey, tmp_path: Path
@@ -105,6 +116,14 @@ async def test_metrics_add_up_across_workers_and_logs_are_json(
         assert metric(text, 'chain_batches_total{result="appended"}') == batches
         assert metric(text, "chain_batch_seconds_count") == batches
         assert 'code="malformed_json"' in text
+        # Each worker that wrote keeps a connection per writer used (2 writers
+        # each); a worker's gauges are sampled every 2 s, so wait for both.
+        with trio.fail_after(10):
+            while metric(text, "chain_db_pool_kept") < 2:
+                await trio.sleep(0.2)
+                async with httpx.AsyncClient(base_url=serve.url) as client:
+                    text = (await client.get("/metrics")).text
+        assert metric(text, "chain_db_pool_kept") <= 4
     finally:
         await trio.to_thread.run_sync(serve.stop)
 

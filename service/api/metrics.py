@@ -63,6 +63,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.pool_kept = Gauge(
+            "chain_db_pool_kept",
+            "Connections kept by group-commit writers between their writes",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.pool_waiting = Gauge(
             "chain_db_pool_waiting",
             "Tasks queued for a database connection",
@@ -98,6 +104,7 @@ class Metrics:
         except Exception:
             return
         self.pool_in_use.set(pool["in_use"])
+        self.pool_kept.set(pool["kept"])
         self.pool_waiting.set(pool["waiting"])
         self.pool_waits.inc(pool["waits_total"] - self._waits_seen)
         self._waits_seen = pool["waits_total"]

@@ -1,7 +1,8 @@
 """Group commit: the fast-path writes of several sessions in one statement.
 
 A fast-path batch (its session's actor knows the head) is written by one
-statement, `chains.append_at_head`. `writers` tasks do these writes; the batches
+statement, `chains.append_at_head`. `writers` tasks do these writes, each on a
+connection it keeps from its first write on (`OwnedConnection`); the batches
 that arrive while they all are busy wait here, and the first writer to finish
 takes them all (up to `max_batches` and `max_bytes`, oldest first) and writes
 them with one statement, `chains.append_group`: one transaction, one WAL flush
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..storage import chains
-from ..storage.database import Database, DatabaseUnavailable
+from ..storage.database import Database, DatabaseUnavailable, OwnedConnection
 from ..storage.queries import AppendArgs
 
 
@@ -41,8 +42,8 @@ class WriteFailed(Exception):
     """A batch's write raised in the database: nothing of it was stored."""
 
 
-async def write_alone(db: Database, batch: AppendArgs) -> str:
-    """`batch` by a statement of its own, on a pooled connection."""
+async def write_alone(db: Database | OwnedConnection, batch: AppendArgs) -> str:
+    """`batch` by a statement of its own, on a pooled connection or a kept one."""
     return await db.run(lambda conn: chains.append_at_head(conn, batch))
 
 
@@ -119,10 +120,13 @@ class GroupCommit:
         return write.status
 
     async def _writer(self) -> None:
-        while True:
-            while not self._queue:
-                await self._idle_writers.park()
-            await self._write(self._take())
+        # Each writer keeps a connection (taken at its first write) instead of
+        # taking one from the pool per write: see `OwnedConnection`.
+        async with self._db.owned() as conn:
+            while True:
+                while not self._queue:
+                    await self._idle_writers.park()
+                await self._write(conn, self._take())
 
     def _take(self) -> list[_Write]:
         """The queue's oldest writes: at least one, then while the limits allow."""
@@ -137,13 +141,13 @@ class GroupCommit:
             write.taken = True
         return group
 
-    async def _write(self, group: list[_Write]) -> None:
+    async def _write(self, conn: OwnedConnection, group: list[_Write]) -> None:
         batches = [w.batch for w in group]
         try:
             if len(group) == 1:
-                statuses = [await write_alone(self._db, batches[0])]
+                statuses = [await write_alone(conn, batches[0])]
             else:
-                statuses = await self._db.run(lambda c: chains.append_group(c, batches))
+                statuses = await conn.run(lambda c: chains.append_group(c, batches))
                 self.groups += 1
                 self.grouped += len(group)
                 self.largest = max(self.largest, len(group))
