@@ -92,6 +92,7 @@ bench: venv
 	$(BIN)/python bench/sdk_bench.py
 	$(BIN)/python bench/memory_bench.py
 	bash vendor/citus/cluster.sh with $(BIN)/python bench/citus_bench.py
+	$(BIN)/python bench/page_cache_bench.py
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable --exclude hashcore --exclude agent-chain > requirements.lock
