@@ -389,6 +389,11 @@ async def main_async(args: argparse.Namespace) -> None:
         for key, label, db, entry, citus in runs:
             url = coordinator.url(args.url, db)
             await execute(url, "TRUNCATE records, sessions")
+            # As systems.reset: every phase starts from a fresh checkpoint on every
+            # node, with nothing of the last phase's left for the kernel to write back.
+            for node in nodes:
+                await execute(node.url(args.url, "postgres"), "CHECKPOINT")
+            os.sync()
             if db not in keys:
                 keys[db] = await ingest_key(url)
             plan = build(bodies, *keys[db])
