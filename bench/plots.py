@@ -99,18 +99,23 @@ def plot_latency(name: str = "latency") -> list[Path]:
             over = p.get("overloaded", p["events_per_s"] < 0.9 * p["offered_events_per_s"])
             if over:
                 ax.plot(p["offered_events_per_s"], p["latency_ms"]["p99"], "x", color="red", ms=7)
-    for kind, m in maxima.items():
-        rate = m["events_per_s"]
-        if not rate:
-            continue
+    lines = sorted((m["events_per_s"], kind) for kind, m in maxima.items() if m["events_per_s"])
+    near = 0.08 * max((rate for rate, _ in lines), default=1.0)
+    for i, (rate, kind) in enumerate(lines):
         ax.axvline(rate, color=COLORS[kind], ls="-." if kind != "direct" else "--", lw=1)
+        # Two maxima close together: their labels go to either side of their lines.
+        ha = "center"
+        if i + 1 < len(lines) and lines[i + 1][0] - rate < near:
+            ha = "right"
+        elif i > 0 and rate - lines[i - 1][0] < near:
+            ha = "left"
         ax.text(
             rate,
             1.02,
             f"{NAMES[kind].split(' (')[0]} max\n{rate / 1000:,.0f}k",
             color=COLORS[kind],
             transform=ax.get_xaxis_transform(),
-            ha="center",
+            ha=ha,
             va="bottom",
             fontsize=7,
         )
