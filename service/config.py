@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .storage.database import PoolSettings
+from .storage.database import PoolSettings, max_streams
 
 MiB = 1024 * 1024
 
@@ -61,13 +61,17 @@ class Settings:
     def __post_init__(self) -> None:
         if self.group_writers < 1:
             raise ValueError(f"CHAIN_GROUP_WRITERS must be at least 1, not {self.group_writers}")
-        if self.group_writers >= self.pool_size:
-            # Each writer keeps a connection: none would be left for the rest.
+        reads = max_streams(self.pool_size)
+        spare = self.pool_size - reads - 1
+        if self.group_writers > spare:
+            # Each writer keeps a connection: with the long reads' share taken as
+            # well, the other commits and key lookups would wait for a read to end.
             raise ValueError(
-                f"CHAIN_GROUP_WRITERS ({self.group_writers}) must be less than "
+                f"CHAIN_GROUP_WRITERS ({self.group_writers}) is too many for "
                 f"CHAIN_POOL_SIZE ({self.pool_size}): each group-commit writer keeps "
-                "one of the pool's connections, and reads and the other commits "
-                "need at least one more"
+                f"a connection, long reads may hold {reads}, and the other commits "
+                f"and key lookups need at least one more: at most {max(spare, 0)} "
+                "writers, or a larger pool"
             )
 
     @property

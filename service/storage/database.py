@@ -59,6 +59,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def max_streams(pool_size: int) -> int:
+    """How many long reads (`Database.records`) a pool of `pool_size` runs at once."""
+    return max(1, pool_size // 2)
+
+
 @dataclass(frozen=True)
 class PoolSettings:
     dsn: str
@@ -84,7 +89,7 @@ class Database:
         self._fifo = trio.Semaphore(settings.max_size)
         # Long reads (replay, verify) may hold at most half the pool, so that
         # commits always find a connection.
-        self._streams = trio.Semaphore(max(1, settings.max_size // 2))
+        self._streams = trio.Semaphore(max_streams(settings.max_size))
         self.waits = 0
         # FIFO places held by `OwnedConnection`s, and how many of those run now.
         self._kept = 0
