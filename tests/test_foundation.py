@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
+import sys
 
 import asyncpg
 import pytest
@@ -20,6 +22,7 @@ from service.storage.database import (
 )
 
 from .conftest import Server, with_dbname
+from .support import ROOT
 
 LOCK_NS = 4242  # an advisory-lock namespace no service code uses
 
@@ -259,6 +262,48 @@ async def test_a_task_cancelled_while_keeping_a_connection_gives_it_back(db: Dat
         nursery.cancel_scope.cancel()
     assert db.statistics()["kept"] == 0
     await _assert_clean(db)
+
+
+_REPORT_TO_ASYNCIO = """
+import asyncio, sys
+import trio
+from service.storage.database import PoolSettings, open_database
+
+async def report(conn):
+    asyncio.get_running_loop().call_exception_handler({"message": sys.argv[2]})
+    return await conn.fetchval("SELECT 1")
+
+async def main():
+    async with open_database(PoolSettings(sys.argv[1], max_size=2)) as db:
+        first = await db.run(report)
+        await trio.sleep(0.2)  # where the raised report would cancel this block
+        print("answered", first, await db.run(lambda c: c.fetchval("SELECT 2")))
+
+trio.run(main)
+"""
+
+
+def test_an_error_reported_to_asyncio_is_logged_not_fatal(database_url: str) -> None:
+    """asyncpg reports some conditions through asyncio's exception handler (e.g.
+    "Resetting connection with an active transaction" when a pool connection
+    comes back from an interrupted unit of work). trio-asyncio's default handler
+    raised it in the loop's nursery: the loop stopped, and every unit of work
+    then waited forever for it. The fault soak's database freeze left a worker
+    whose session actors were dead (500 for their sessions) and whose /readyz
+    never answered. It is a log line now, as on asyncio. (In a process of its
+    own: before the fix this hung, past any trio deadline.)"""
+    message = "Resetting connection with an active transaction <a test's report>"
+    run = subprocess.run(
+        [sys.executable, "-c", _REPORT_TO_ASYNCIO, database_url, message],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["answered", "1", "2"]
+    assert f"asyncio: {message}" in run.stderr  # logged (a warning: nothing failed)
 
 
 # ---- migrations ------------------------------------------------------------------

@@ -425,6 +425,22 @@ async def _widen_send_buffer(conn: asyncpg.Connection) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER_BYTES)
 
 
+def _log_asyncio_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's exception handler: what asyncio and asyncpg report there (e.g.
+    asyncpg's "Resetting connection with an active transaction" when a pool
+    connection comes back from an interrupted unit of work) is logged, as on a
+    plain asyncio loop. trio-asyncio's default handler also raises it in the
+    loop's nursery, which cancels everything the loop's block holds: the whole
+    runtime, session actors included (found by the fault soak's database freeze)."""
+    message = context.get("message") or "unhandled error in the asyncio loop"
+    exception = context.get("exception")
+    # A report without an exception is asyncpg's notice of something it then
+    # repairs (the reset rolls back); one with an exception is an error.
+    log.log(
+        logging.ERROR if exception else logging.WARNING, "asyncio: %s", message, exc_info=exception
+    )
+
+
 @asynccontextmanager
 async def open_database(settings: PoolSettings) -> AsyncIterator[Database]:
     """Open a trio-asyncio loop and an asyncpg pool for the block's duration.
@@ -433,6 +449,7 @@ async def open_database(settings: PoolSettings) -> AsyncIterator[Database]:
     (STACK_NOTES trap 4: handlers see it only through the object we pass).
     """
     async with trio_asyncio.open_loop() as loop:
+        loop.set_exception_handler(_log_asyncio_error)
         pool = await loop.run_aio_coroutine(
             asyncpg.create_pool(
                 settings.dsn,
