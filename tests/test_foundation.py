@@ -53,6 +53,10 @@ async def _stuck_sessions(db: Database) -> list[str]:
     return await db.run(work)
 
 
+async def _backend_pid(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
 async def _sleep_holding_lock(conn: Connection) -> None:
     await conn.execute("INSERT INTO tenants (name) VALUES ('cancelled')")
     await conn.execute("SELECT pg_advisory_xact_lock($1, 1)", LOCK_NS)
@@ -104,7 +108,7 @@ async def test_a_connection_that_lost_its_protocol_state_is_unavailable_and_drop
     pids: list[int] = []
 
     async def confused(conn: Connection) -> None:
-        pids.append(int(await conn.fetchval("SELECT pg_backend_pid()")))
+        pids.append(await _backend_pid(conn))
         raise asyncpg.exceptions.InternalClientError(
             "cannot switch to state 12; another operation (2) is in progress"
         )
@@ -156,10 +160,6 @@ async def test_a_unix_socket_connection_sends_a_large_statement_at_once(db: Data
     assert stored == sent
     # The kernel doubles what it is asked for (bookkeeping), up to wmem_max.
     assert sndbuf >= 2 * min(4 << 20, wmem_max)
-
-
-async def _backend_pid(conn: Connection) -> int:
-    return int(await conn.fetchval("SELECT pg_backend_pid()"))
 
 
 async def test_a_kept_connection_is_one_backend_held_against_the_pool(db: Database) -> None:

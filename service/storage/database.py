@@ -255,33 +255,25 @@ class OwnedConnection:
             await pool.release(lost)
         if self._conn is None:
             self._conn = await pool.acquire()
-        conn = self._conn
-        try:
-            return await work(conn)
-        except asyncpg.exceptions.InternalClientError:
-            conn.terminate()  # its protocol state is lost: never reused (`_unusable`)
-            raise
+        async with _unusable(self._conn):
+            return await work(self._conn)
 
     async def give_back(self) -> None:
         """Return the connection to the pool (shielded, bounded), if one is kept."""
         conn, self._conn = self._conn, None
         try:
             if conn is not None:
-                await self._db._shielded(_release(self._db._pool, conn), _FINISH_GRACE)
-        except BaseException:
-            assert conn is not None
-            with contextlib.suppress(asyncpg.exceptions.InterfaceError):  # already detached
-                conn.terminate()
-            raise
+                try:
+                    await self._db._shielded(self._db._pool.release(conn), _FINISH_GRACE)
+                except BaseException:
+                    with contextlib.suppress(asyncpg.exceptions.InterfaceError):  # detached
+                        conn.terminate()
+                    raise
         finally:
             if self._slot:
                 self._slot = False
                 self._db._kept -= 1
                 self._db._fifo.release()
-
-
-async def _release(pool: asyncpg.Pool, conn: Connection) -> None:
-    await pool.release(conn)
 
 
 async def _finish(op: Awaitable[None], conn: Connection) -> None:
