@@ -120,14 +120,22 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
-async def start_server(nursery: trio.Nursery, settings: Settings) -> Server:
-    """The app on hypercorn's trio worker, in this process, on a loopback port."""
+async def start_server(
+    nursery: trio.Nursery,
+    settings: Settings,
+    *,
+    keep_alive_timeout: float = 5,
+    stop: trio.Event | None = None,
+) -> Server:
+    """The app on hypercorn's trio worker, in this process, on a loopback port;
+    it shuts down gracefully at the test's end, or when `stop` is set."""
     app = create_app(settings)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     config.graceful_timeout = 5
-    stop = trio.Event()
+    config.keep_alive_timeout = keep_alive_timeout
+    stop = trio.Event() if stop is None else stop
     binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
     server = Server(binds[0], app.extensions["runtime"], app)
     nursery.start_soon(_stop_at_teardown, stop)
@@ -140,7 +148,7 @@ async def start_server(nursery: trio.Nursery, settings: Settings) -> Server:
 
 async def _stop_at_teardown(stop: trio.Event) -> None:
     try:
-        await trio.sleep_forever()
+        await stop.wait()
     finally:
         stop.set()
 
