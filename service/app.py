@@ -21,9 +21,9 @@ from werkzeug.exceptions import (
 
 from . import logs
 from .api import framing, health, ingest, metrics, openapi, seal_keys, sessions
+from .api.connection import install_connection_handling
 from .api.exchange import BodyAdmission, Observer, drained, request_id
 from .api.inflight import BodyBudget
-from .api.keepalive import install_keep_alive_timer
 from .api.problems import Reply, problem, unavailable
 from .config import Settings
 from .runtime import Runtime, tune_gc_for_serving
@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> QuartTrio:
     stats = metrics.Metrics()
 
     framing.install_problem_bodies()
-    install_keep_alive_timer()
+    install_connection_handling()
     app = QuartTrio("service")
     app.asgi_http_class = _ShieldedSendConnection
     # '//' in a path is no route of ours: 404, never a redirect to the client's Host.

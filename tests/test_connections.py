@@ -17,6 +17,8 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from hypercorn.events import Event, RawData
+from hypercorn.trio.tcp_server import TCPServer
 
 from service.config import Settings
 from service.storage.database import Database
@@ -64,7 +66,7 @@ async def test_early_answers_leave_the_connection_usable(
         await trio.to_thread.run_sync(serve.stop)
 
 
-# ---- the keep-alive timer (service/api/keepalive.py) -------------------------------
+# ---- the keep-alive timer (service/api/connection.py) -------------------------------
 
 
 class _Http:
@@ -87,14 +89,15 @@ class _Http:
         assert data, "the server closed the connection"
         self._buffer += data
 
-    async def answer(self) -> tuple[int, dict[str, str]]:
-        """The status and headers of the next answer (its body read and dropped)."""
+    async def answer(self, *, body: bool = True) -> tuple[int, dict[str, str]]:
+        """The status and headers of the next answer (its body, if it has one, read
+        and dropped)."""
         while b"\r\n\r\n" not in self._buffer:
             await self._more()
         head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
         status_line, *lines = head.decode("latin-1").split("\r\n")
         headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines)}
-        length = int(headers["content-length"])
+        length = int(headers["content-length"]) if body else 0
         while len(self._buffer) < length:
             await self._more()
         self._buffer = self._buffer[length:]
@@ -201,3 +204,48 @@ async def test_a_connection_whose_client_left_leaves_no_task_behind(
     with trio.fail_after(20):
         while _connection_tasks():
             await trio.sleep(0.02)
+
+
+# ---- an answer's writes (service/api/connection.py) ---------------------------------
+
+
+async def test_an_answer_is_one_write_and_a_head_only_answer_too(
+    db: Database, settings: Settings, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await start_server(nursery, settings)
+    writes: list[bytes] = []  # what hypercorn's TCPServer is given to write
+    protocol_send = TCPServer.protocol_send
+
+    async def recorded(self: TCPServer, event: Event) -> None:
+        if isinstance(event, RawData):
+            writes.append(event.data)
+        await protocol_send(self, event)
+
+    monkeypatch.setattr(TCPServer, "protocol_send", recorded)
+    async with _Http.connect(server) as http:
+        assert await http.get("/healthz") == 200
+        await trio.testing.wait_all_tasks_blocked(0.05)  # the answer is over
+        assert len(writes) == 1, writes  # head and body together, and no empty end
+        assert writes[0].startswith(b"HTTP/1.1 200 ") and writes[0].endswith(b'{"status":"ok"}\n')
+        writes.clear()
+        # No body at all: the head goes out with the answer's end.
+        await http.stream.send_all(b"HEAD /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        status, headers = await http.answer(body=False)
+        assert status == 200 and int(headers["content-length"]) > 0
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n"), writes
+        # The connection is still in step: the next answer is the next request's.
+        assert await http.get("/healthz") == 200
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    db: Database, settings: Settings, nursery: trio.Nursery
+) -> None:
+    server = await start_server(nursery, settings)
+    async with _Http.connect(server) as http:
+        await http.stream.send_all(
+            b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+            b"GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+        )
+        assert [(await http.answer())[0] for _ in range(3)] == [200, 404, 200]

@@ -139,7 +139,11 @@ class IngestEndpoint:
                 log.exception("unhandled error")
                 detail = "an internal error occurred; nothing was stored"
                 reply = problem_reply(500, "internal", detail)
-            if reply.headers.get("Connection") != "close" and not await drained(body.ended.wait):
+            if (
+                reply.headers.get("Connection") != "close"
+                and not body.ended.is_set()
+                and not await drained(body.ended.wait)
+            ):
                 reply = replace(reply, headers={**reply.headers, "Connection": "close"})
             await _send(send, reply, rid)
             self._observer.observe("POST", scope["path"], ROUTE, reply.status, reply.code, started)
@@ -177,8 +181,9 @@ class IngestEndpoint:
         )
         if length is not None and length > settings.max_body_bytes:
             return too_large
-        with trio.move_on_after(self._config["BODY_TIMEOUT"]):
-            await body.settled.wait()
+        if not body.settled.is_set():  # (waiting on a set event still yields to trio)
+            with trio.move_on_after(self._config["BODY_TIMEOUT"]):
+                await body.settled.wait()
         if not body.settled.is_set():
             return problem_reply(
                 408,
