@@ -172,10 +172,15 @@ class Database:
     def _limit(self, deadline: float | None) -> float:
         return self._settings.deadline if deadline is None else deadline
 
+    def _count_wait(self) -> None:
+        """Before taking one of the FIFO semaphore's places: `waits` counts the
+        takers that found none free."""
+        if self._fifo.value == 0:
+            self.waits += 1
+
     async def _cross(self, coro: Awaitable[T], deadline: float | None) -> T:
         try:
-            if self._fifo.value == 0:
-                self.waits += 1
+            self._count_wait()
             async with self._fifo:
                 return await self._bridged(coro, self._limit(deadline))
         finally:
@@ -229,8 +234,7 @@ class OwnedConnection:
         """Run `work(conn)` on this task's connection, outside any explicit transaction."""
         db = self._db
         if not self._slot:
-            if db._fifo.value == 0:
-                db.waits += 1
+            db._count_wait()
             await db._fifo.acquire()
             self._slot = True
             db._kept += 1
