@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -249,3 +250,53 @@ async def test_pipelined_requests_are_answered_in_order(
             b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
         )
         assert [(await http.answer())[0] for _ in range(3)] == [200, 404, 200]
+
+
+# ---- an ingest request's tasks (service/api/ingest.py) ------------------------------
+
+
+class _Spawned(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+async def test_an_ingest_request_is_served_by_its_own_task_alone(
+    db: Database, settings: Settings, nursery: trio.Nursery, make_key: MakeKey
+) -> None:
+    # Each task switch costs a worker a pass of its loop: the body is read by the
+    # request's task, not by a task beside it (it used to be).
+    settings = replace(settings, actor_linger_seconds=60)  # the session's actor stays
+    server = await start_server(nursery, settings)
+    key = await make_key("acme", "ingest")
+    chain = Chain()
+    spawned = _Spawned()
+    async with _Http.connect(server) as http:
+        for n in range(3):
+            if n == 2:
+                trio.lowlevel.add_instrument(spawned)
+            body = body_of(chain.make(5))
+            await http.stream.send_all(_ingest_head(key, body) + body)
+            assert (await http.answer())[0] == 200
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        trio.lowlevel.remove_instrument(spawned)
+    assert spawned.names == ["hypercorn.trio.task_group._handle"]
+    assert (await stored(db, chain.session_id)).event_count == 15
+
+
+async def test_a_batch_whose_client_left_after_sending_it_is_stored(
+    db: Database, settings: Settings, nursery: trio.Nursery, make_key: MakeKey
+) -> None:
+    # Nobody hears the answer, but the batch was whole: it is committed as if the
+    # client had stayed (its retry would be answered duplicate).
+    server = await start_server(nursery, settings)
+    key = await make_key("acme", "ingest")
+    chain = Chain()
+    body = body_of(chain.make(4))
+    async with _Http.connect(server) as http:
+        await http.stream.send_all(_ingest_head(key, body) + body)
+    with trio.fail_after(20):
+        while (await stored(db, chain.session_id)).event_count != 4:
+            await trio.sleep(0.02)

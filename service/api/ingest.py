@@ -8,6 +8,14 @@ authentication (`auth.authenticate`), problem bodies (`problems`), the request
 id, the access log, the metrics and the body budget (`exchange`). The body is
 always read to its end (or the connection is closed), so nothing needs
 draining here.
+
+The body is read by the request's own task, when it is needed (after the
+authentication and the header checks), not by a task beside it: at moderate
+load each task switch costs a worker a pass of its loop, and the body of a
+batch usually arrives with its head. A client that leaves while its body is
+read gets no answer; one that leaves after it does not stop its batch: the
+batch is committed (or not) as if the client had stayed, and its retry is
+answered `duplicate`.
 """
 
 from __future__ import annotations
@@ -16,10 +24,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any, assert_never
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
 from quart import Blueprint, Response
 
 import hashcore
@@ -48,36 +57,66 @@ ROUTE = "/v1/ingest"
 _INLINE_BYTES = 128 * 1024
 
 
-class _Body:
-    """A request body, consumed as it arrives, up to a limit (past it, the rest is
-    read and dropped)."""
+class _ClientGone(Exception):
+    """The client closed its connection before its request was answered."""
 
-    def __init__(self, limit: int) -> None:
+
+class _Body:
+    """A request body, read as it is needed, up to a limit (past it, the rest is
+    read and dropped).
+
+    hypercorn's `receive` takes from a trio memory channel, and every call of it
+    is a checkpoint, even when a message is waiting. What is already queued is
+    taken from the channel directly, so a body that arrived with its head is
+    read without a task switch.
+    """
+
+    def __init__(self, receive: ASGIReceiveCallable, length: int | None, limit: int) -> None:
+        self._receive = receive
+        channel = getattr(receive, "__self__", None)
+        self._queued = (
+            channel.receive_nowait if isinstance(channel, trio.MemoryReceiveChannel) else None
+        )
+        self._length = length
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
         self.over_limit = False
-        self.ended = trio.Event()
-        # Set once the body is whole, or known to be too large.
-        self.settled = trio.Event()
+        self.ended = False
 
-    async def consume(self, receive: ASGIReceiveCallable, request: trio.CancelScope) -> None:
-        while True:
-            message = await receive()
+    @property
+    def settled(self) -> bool:
+        """The body is whole, or known to be too large."""
+        return self.ended or self.over_limit
+
+    async def read(self, *, to_end: bool = False) -> None:
+        """Read until the body is settled; with `to_end`, until it ended (the rest
+        dropped). Raises _ClientGone when the client left first."""
+        while not (self.ended or (self.over_limit and not to_end)):
+            message = await self._next()
             if message["type"] == "http.disconnect":
-                request.cancel()  # nobody to answer any more
-                return
+                raise _ClientGone
             chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
             self._size += len(chunk)
             if self._size > self._limit:
                 self.over_limit = True
                 self._chunks.clear()
-                self.settled.set()
             elif chunk:
                 self._chunks.append(chunk)
-            if not message.get("more_body", False):
-                self.ended.set()
-                self.settled.set()
+            # h11 checked the Content-Length: all of it is all there is.
+            if not message.get("more_body", False) or self._size == self._length:
+                self.ended = True
+
+    async def _next(self) -> ASGIReceiveEvent:
+        try:
+            if self._queued is not None:
+                try:
+                    return self._queued()  # type: ignore[no-any-return]
+                except trio.WouldBlock:
+                    pass
+            return await self._receive()
+        except trio.EndOfChannel:
+            raise _ClientGone from None
 
     def take(self) -> bytes:
         data = b"".join(self._chunks)
@@ -125,33 +164,35 @@ class IngestEndpoint:
         headers = {name.decode("latin-1"): value for name, value in scope["headers"]}
         rid = request_id(headers.get("x-request-id", b"").decode("latin-1"))
         logs.request_id.set(rid)
-        body = _Body(self._settings.max_body_bytes)
-        async with trio.open_nursery() as nursery:
-            # Like Quart's own message task: the body is always consumed, even
-            # when it is refused, so hypercorn's bounded app queue never stalls;
-            # a client that goes away cancels its request.
-            nursery.start_soon(body.consume, receive, nursery.cancel_scope)
-            try:
-                reply = await self._serve(headers, body)
-            except DatabaseUnavailable as exc:
-                reply = unavailable(str(exc), self._settings.retry_after_seconds)
-            except Exception:
-                log.exception("unhandled error")
-                detail = "an internal error occurred; nothing was stored"
-                reply = problem_reply(500, "internal", detail)
-            if (
-                reply.headers.get("Connection") != "close"
-                and not body.ended.is_set()
-                and not await drained(body.ended.wait)
-            ):
-                reply = replace(reply, headers={**reply.headers, "Connection": "close"})
-            await _send(send, reply, rid)
-            self._observer.observe("POST", scope["path"], ROUTE, reply.status, reply.code, started)
-            nursery.cancel_scope.cancel()
-
-    async def _serve(self, headers: dict[str, bytes], body: _Body) -> Reply:
         raw_length = headers.get("content-length")
         length = int(raw_length) if raw_length is not None else None  # h11 checked it
+        body = _Body(receive, length, self._settings.max_body_bytes)
+        try:
+            reply = await self._answer(headers, length, body)
+            if (
+                reply.headers.get("Connection") != "close"
+                and not body.ended
+                and not await drained(partial(body.read, to_end=True))
+            ):
+                reply = replace(reply, headers={**reply.headers, "Connection": "close"})
+        except _ClientGone:
+            return  # nobody to answer
+        await _send(send, reply, rid)
+        self._observer.observe("POST", scope["path"], ROUTE, reply.status, reply.code, started)
+
+    async def _answer(self, headers: dict[str, bytes], length: int | None, body: _Body) -> Reply:
+        try:
+            return await self._serve(headers, length, body)
+        except _ClientGone:
+            raise
+        except DatabaseUnavailable as exc:
+            return unavailable(str(exc), self._settings.retry_after_seconds)
+        except Exception:
+            log.exception("unhandled error")
+            detail = "an internal error occurred; nothing was stored"
+            return problem_reply(500, "internal", detail)
+
+    async def _serve(self, headers: dict[str, bytes], length: int | None, body: _Body) -> Reply:
         reserved = self._admission.admit(length, "transfer-encoding" in headers)
         if isinstance(reserved, Reply):
             return reserved
@@ -181,10 +222,10 @@ class IngestEndpoint:
         )
         if length is not None and length > settings.max_body_bytes:
             return too_large
-        if not body.settled.is_set():  # (waiting on a set event still yields to trio)
+        if not body.settled:
             with trio.move_on_after(self._config["BODY_TIMEOUT"]):
-                await body.settled.wait()
-        if not body.settled.is_set():
+                await body.read()
+        if not body.settled:
             return problem_reply(
                 408,
                 "request_timeout",
