@@ -217,13 +217,11 @@ async def assert_verifies(client: httpx.AsyncClient, session_id: str) -> hashcor
     return report
 
 
-def cli(
-    database_url: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`python -m service <args>` against `database_url`, as an operator runs it."""
-    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(env or {})}
+def python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python <args>` in a process of its own, from the checkout's root; its
+    output captured, a minute at most."""
     return subprocess.run(
-        [sys.executable, "-m", "service", *args],
+        [sys.executable, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -231,3 +229,11 @@ def cli(
         timeout=60,
         check=False,
     )
+
+
+def cli(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m service <args>` against `database_url`, as an operator runs it."""
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(env or {})}
+    return python("-m", "service", *args, env=env)

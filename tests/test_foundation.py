@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-import subprocess
-import sys
 
 import asyncpg
 import pytest
@@ -22,7 +20,7 @@ from service.storage.database import (
 )
 
 from .conftest import Server, with_dbname
-from .support import ROOT
+from .support import python
 
 LOCK_NS = 4242  # an advisory-lock namespace no service code uses
 
@@ -293,14 +291,7 @@ def test_an_error_reported_to_asyncio_is_logged_not_fatal(database_url: str) -> 
     never answered. It is a log line now, as on asyncio. (In a process of its
     own: before the fix this hung, past any trio deadline.)"""
     message = "Resetting connection with an active transaction <a test's report>"
-    run = subprocess.run(
-        [sys.executable, "-c", _REPORT_TO_ASYNCIO, database_url, message],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = python("-c", _REPORT_TO_ASYNCIO, database_url, message)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["answered", "1", "2"]
     assert f"asyncio: {message}" in run.stderr  # logged (a warning: nothing failed)

@@ -15,7 +15,7 @@ from pathlib import Path
 from agent_chain import Client
 from agent_chain.verifier import verify_chain
 
-from ..support import ROOT, assert_whole_batches
+from ..support import ROOT, assert_whole_batches, python
 from .conftest import Service
 
 RECORDER = """
@@ -142,14 +142,7 @@ for i in range(20):
 def test_interpreter_exit_flushes_what_was_recorded(
     service: Service, api_key: str, tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", EXITING, service.url, api_key, str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python("-c", EXITING, service.url, api_key, str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "thread" not in done.stderr, done.stderr  # atexit starts none
     sid = done.stdout.strip()
