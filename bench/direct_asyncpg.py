@@ -158,6 +158,11 @@ async def run(cfg: dict[str, Any], plan: list[list[Commit]]) -> dict[str, Any]:
 
 
 def main() -> None:
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        sys.stdout.write(__doc__ or "")
+        return
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python bench/direct_asyncpg.py '<json config>'\n\n{__doc__}")
     cfg = json.loads(sys.argv[1])
     with open(cfg["bodies"], "rb") as f:
         bodies_by_session: list[list[bytes]] = pickle.load(f)

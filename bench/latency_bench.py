@@ -198,7 +198,7 @@ def main() -> int:
     parser.add_argument(
         "--goal-seconds",
         type=float,
-        help=f"run the {GOAL_FRACTION:.0%} point this long (sustained load; the pool of "
+        help=f"run the {GOAL_FRACTION * 100:.0f}%% point this long (sustained load; the pool of "
         f"batches grows to hold it, up to {SUSTAINED_RATE:,} batches/s)",
     )
     parser.add_argument("--no-plot", action="store_true", help="write the JSON only")
