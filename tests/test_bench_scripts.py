@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import ROOT, python
+from .support import ROOT, python
 
 SCRIPTS = sorted(
     path.name
