@@ -309,3 +309,59 @@ async def test_a_read_holds_a_bounded_number_of_bytes_whatever_the_records_size(
             assert sum(len(r) for r in records[:-1]) < max_bytes
             got.extend(records)
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("chunk", "max_bytes", "blob"),
+    [
+        (1000, 1 << 20, 0),
+        (4, 1 << 20, 0),
+        (1000, 700, 0),
+        (5, 700, 0),
+        (1, 1, 0),
+        # A cursor read that fits, after one cut by bytes left rows over.
+        (5, 3500, 3000),
+    ],
+    ids=["one-read", "by-rows", "by-bytes", "rows-and-bytes", "one-at-a-time", "rows-left-over"],
+)
+async def test_reads_of_small_records_split_by_rows_and_bytes_and_join_up(
+    db: Database, make_key: Any, chunk: int, max_bytes: int, blob: int
+) -> None:
+    """The common case, every record under INLINE_BYTES, is handed out a cursor
+    read at a time when the read fits: the same records, in order, each read
+    within its row and byte bounds (but for the record that crossed the last).
+    With `blob`, every tenth event carries that many bytes more."""
+    committer = await direct_committer(db, make_key)
+    chain = Chain(payload=lambda seq: {"blob": "x" * (blob if seq % 10 == 0 else 1)})
+    for _ in range(3):
+        outcome, _ = await committer.append(chain.make(7))
+        assert isinstance(outcome, Appended)
+    expected = [
+        bytes(r[0])
+        for r in await db.run(
+            lambda conn: conn.fetch(
+                "SELECT record FROM records WHERE session_id = $1 ORDER BY seq, is_seal",
+                chain.session_id,
+            )
+        )
+    ]
+    assert len(expected) == 21 + 3 and max(map(len, expected)) < sessions.INLINE_BYTES
+    reads: list[list[bytes]] = []
+    async with db.records(
+        sessions.CHAIN,
+        committer.tenant_id,
+        chain.session_id,
+        21,
+        by_key=sessions.BY_KEY,
+        chunk=chunk,
+        max_bytes=max_bytes,
+    ) as fetch:
+        while records := await fetch():
+            assert len(records) <= chunk
+            assert sum(len(r) for r in records[:-1]) < max_bytes
+            reads.append(records)
+    assert [r for read in reads for r in read] == expected
+    if max_bytes < sum(map(len, expected)) or chunk < len(expected):
+        assert len(reads) > 1
+    else:
+        assert len(reads) == 1

@@ -107,7 +107,8 @@ def routes(runtime: Runtime) -> Blueprint:
                 max_bytes=settings.replay_max_bytes,
             ) as fetch:
                 while records := await fetch():
-                    yield b"".join(record + b"\n" for record in records)
+                    records.append(b"")  # a newline after the last one too
+                    yield b"\n".join(records)
 
         return Response(lines(), content_type=NDJSON)
 

@@ -330,9 +330,17 @@ class _Cursor:
         size = 0
         while len(out) < n and size < max_bytes:
             if not self._pending:
-                self._pending.extend(await self._cursor.fetch(n))
-                if not self._pending:
+                rows = await self._cursor.fetch(n)
+                if not rows:
                     break
+                # The common case, all of them small and under the budget:
+                # handed out whole, without a step per row.
+                records = [row[0] for row in rows]
+                if not out and None not in records:
+                    total = sum(map(len, records))
+                    if total < max_bytes:
+                        return records
+                self._pending.extend(rows)
             row = self._pending.popleft()
             record = row[0]
             if record is None:  # a large record: read alone
