@@ -37,6 +37,8 @@ from processes import (
     PeakRss,
     Postgres,
     Server,
+    cpu_seconds,
+    cpu_spent,
     free_port,
     fresh_postgres,
     measured_command,
@@ -141,6 +143,7 @@ class Replay:
     seconds: float
     baseline_rss: int
     peak_rss: int
+    server_cpu: float  # seconds, the server's processes together
 
 
 def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
@@ -149,6 +152,7 @@ def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
     baseline = rss(pid)
     lines = size = 0
     with PeakRss(pid) as peak, httpx.Client(timeout=600) as client:
+        cpu = cpu_seconds([pid])
         started = time.perf_counter()
         with client.stream("GET", url, headers=headers) as response:
             response.raise_for_status()
@@ -156,7 +160,8 @@ def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
                 lines += chunk.count(b"\n")
                 size += len(chunk)
         seconds = time.perf_counter() - started
-    return Replay(lines, size, seconds, baseline, peak.peak)
+        server_cpu = cpu_spent(cpu, cpu_seconds([pid]))
+    return Replay(lines, size, seconds, baseline, peak.peak, server_cpu)
 
 
 async def direct_read(url: str, session_id: str, chunk: int = 2000) -> tuple[int, float]:
@@ -225,6 +230,7 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> dict[str, object]:
                     "records_per_s": round(r.records / r.seconds),
                     "mib_per_s": round(r.size / r.seconds / (1 << 20), 1),
                     "seconds": round(r.seconds, 3),
+                    "server_cpu_us_per_record": round(r.server_cpu / r.records * 1e6, 3),
                     "server_rss_before_bytes": r.baseline_rss,
                     "server_rss_peak_bytes": r.peak_rss,
                     "direct_cursor_records_per_s": round(direct / direct_seconds),
@@ -234,7 +240,8 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> dict[str, object]:
             print(
                 f"replay {r.records:>9,} records: {r.records / r.seconds:>10,.0f} records/s, "
                 f"{r.size / r.seconds / (1 << 20):6.1f} MiB/s, {r.seconds:6.2f} s; "
-                f"server RSS {mib(r.baseline_rss)} before, peak {mib(r.peak_rss)}\n"
+                f"server CPU {r.server_cpu / r.records * 1e6:.2f} µs per record, "
+                f"RSS {mib(r.baseline_rss)} before, peak {mib(r.peak_rss)}\n"
                 f"  baseline, direct asyncpg cursor read: {direct / direct_seconds:>10,.0f} "
                 f"records/s; replay over HTTP = {r.seconds and direct_seconds / r.seconds:.2f}x",
                 flush=True,
