@@ -51,7 +51,11 @@ from workload import EVENTS, ingest_bodies
 LOCAL_CLUSTER = "postgresql://postgres@127.0.0.1:9700/chain"
 SESSIONS = 64
 WARM = 2  # batches per session before timing
-SERVICE_MS_PER_BATCH = 2.7  # README, ingest bench: server CPU per 100-event batch
+# The service's CPU per 100-event batch with each batch a statement of its own,
+# as on a cluster (group commit off): `CHAIN_GROUP_MAX_BATCHES=1 python
+# bench/ingest_bench.py --only ours`, 2026-12-01 at 8b09da0 (it is not measured
+# here: this bench runs no service). --service-ms takes a figure of your own.
+SERVICE_MS_PER_BATCH = 1.38
 
 
 @dataclass(frozen=True)
@@ -120,9 +124,14 @@ async def cluster_nodes(url: str) -> list[Node]:
 
 
 async def postmaster(url: str) -> int:
-    """The server's postmaster pid: the parent of our backend."""
-    backend = int(str(await one(url, "SELECT pg_backend_pid()")))
-    return int(psutil.Process(backend).ppid())
+    """The server's postmaster pid: the parent of our backend, asked while the
+    backend still lives (it exits once its connection is closed)."""
+    conn = await asyncpg.connect(url)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        return int(psutil.Process(backend).ppid())
+    finally:
+        await conn.close()
 
 
 async def create_databases(base: str, nodes: list[Node], single: str, dist: str) -> None:
@@ -294,7 +303,7 @@ async def run_phase(
     return phase
 
 
-def model(phases: dict[str, Phase], workers: int, cores: int) -> list[str]:
+def model(phases: dict[str, Phase], workers: int, cores: int, service_ms: float) -> list[str]:
     """The scaling model: batches/s each tier allows, as events/s, for W workers."""
     via_coord, via_workers = phases["coordinator"], phases["workers"]
     coord_ms = via_coord.per_batch_ms(via_coord.node_cpu["coordinator"])
@@ -313,7 +322,7 @@ def model(phases: dict[str, Phase], workers: int, cores: int) -> list[str]:
         f"  cluster via coordinator: {coord_ms:5.2f} ms on the coordinator"
         f" + {worker_ms:5.2f} ms on the session's worker",
         f"  cluster via workers:     {direct_ms:5.2f} ms on the workers (entry + owner)",
-        f"  service tier:            {SERVICE_MS_PER_BATCH:5.2f} ms (README, ingest bench)",
+        f"  service tier:            {service_ms:5.2f} ms (--service-ms: grouping off)",
         f"  WAL: {single_wal / 1024:.0f} KiB per batch, written once, on the session's node:"
         f" one node must write {single_wal * 10_000 / 2**20:.0f} MB/s of it at 1M events/s",
         f"  events/s with {cores}-core nodes = 100 x min(tiers), each tier cores/ms:",
@@ -326,7 +335,7 @@ def model(phases: dict[str, Phase], workers: int, cores: int) -> list[str]:
         via_c = min(coord_cap, worker_cap)
         limit = "coordinator" if coord_cap < worker_cap else "workers"
         via_w = EVENTS * w * cores * 1000 / direct_ms
-        service = via_w / EVENTS * SERVICE_MS_PER_BATCH / 1000
+        service = via_w / EVENTS * service_ms / 1000
         lines.append(
             f"  {w:7d} | {one_node:8,.0f} | {via_c:10,.0f} ({limit:11s})    |"
             f" {via_w:11,.0f} | {service:6.1f}"
@@ -334,7 +343,7 @@ def model(phases: dict[str, Phase], workers: int, cores: int) -> list[str]:
     return lines
 
 
-def report(phases: dict[str, Phase], workers: int) -> None:
+def report(phases: dict[str, Phase], workers: int, service_ms: float) -> None:
     print("\nphase                     events/s  batches  client CPU ms/batch")
     for p in phases.values():
         print(f"{p.name:24s} {p.rate:9,.0f} {p.batches:8d}   {p.per_batch_ms(p.client_cpu):6.2f}")
@@ -350,7 +359,7 @@ def report(phases: dict[str, Phase], workers: int) -> None:
                 f"{label:34s} {cpu:6.2f} {r.wal / b / 1024:8.1f} {r.commits / b:5.2f}"
                 f" {r.single / b:13.2f} {r.multi / b:12.3f}  (+{r.connections})"
             )
-    for line in model(phases, workers, 8):
+    for line in model(phases, workers, 8, service_ms):
         print(line)
     single = phases["single"].rate
     print(
@@ -408,7 +417,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 args.seconds,
                 citus,
             )
-        report(phases, len(workers))
+        report(phases, len(workers), args.service_ms)
     finally:
         await drop_databases(args.url, nodes, [single, dist])
 
@@ -419,6 +428,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--batches", type=int, default=40, help="per session, warm-up included")
+    parser.add_argument(
+        "--service-ms",
+        type=float,
+        default=SERVICE_MS_PER_BATCH,
+        help="the service's CPU ms per batch with grouping off, for the model's last column",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
