@@ -272,32 +272,38 @@ async def test_client_leaving_mid_replay_frees_cursor_and_connection(
         assert len(lines_of(await replay(client, chain.session_id))) == 4000 + 4
 
 
+async def committed_batches(
+    db: Database, make_key: Any, chain: Chain, batches: int, events: int
+) -> tuple[int, list[bytes]]:
+    """`batches` batches of `events` of `chain` committed straight to the
+    database: the tenant's id, and the session's stored records in replay order."""
+    committer = await direct_committer(db, make_key)
+    for _ in range(batches):
+        outcome, _ = await committer.append(chain.make(events))
+        assert isinstance(outcome, Appended)
+    rows = await db.run(
+        lambda conn: conn.fetch(
+            "SELECT record FROM records WHERE session_id = $1 ORDER BY seq, is_seal",
+            chain.session_id,
+        )
+    )
+    return committer.tenant_id, [bytes(r[0]) for r in rows]
+
+
 async def test_a_read_holds_a_bounded_number_of_bytes_whatever_the_records_size(
     db: Database, make_key: Any
 ) -> None:
     """Issue 10: replays were bounded in rows, not bytes, so a session of large
     records could push a worker's memory far past its ceiling."""
-    committer = await direct_committer(db, make_key)
     chain = Chain(payload=lambda seq: {"blob": "x" * (600_000 if seq % 3 == 0 else 50)})
-    for _ in range(3):
-        outcome, _ = await committer.append(chain.make(6))
-        assert isinstance(outcome, Appended)
-    expected = [
-        bytes(r[0])
-        for r in await db.run(
-            lambda conn: conn.fetch(
-                "SELECT record FROM records WHERE session_id = $1 ORDER BY seq, is_seal",
-                chain.session_id,
-            )
-        )
-    ]
+    tenant_id, expected = await committed_batches(db, make_key, chain, 3, 6)
     largest = max(len(r) for r in expected)
     assert largest > 600_000 and len(expected) == 18 + 3
     max_bytes = 256 * 1024
     got: list[bytes] = []
     async with db.records(
         sessions.CHAIN,
-        committer.tenant_id,
+        tenant_id,
         chain.session_id,
         18,
         by_key=sessions.BY_KEY,
@@ -331,25 +337,13 @@ async def test_reads_of_small_records_split_by_rows_and_bytes_and_join_up(
     read at a time when the read fits: the same records, in order, each read
     within its row and byte bounds (but for the record that crossed the last).
     With `blob`, every tenth event carries that many bytes more."""
-    committer = await direct_committer(db, make_key)
     chain = Chain(payload=lambda seq: {"blob": "x" * (blob if seq % 10 == 0 else 1)})
-    for _ in range(3):
-        outcome, _ = await committer.append(chain.make(7))
-        assert isinstance(outcome, Appended)
-    expected = [
-        bytes(r[0])
-        for r in await db.run(
-            lambda conn: conn.fetch(
-                "SELECT record FROM records WHERE session_id = $1 ORDER BY seq, is_seal",
-                chain.session_id,
-            )
-        )
-    ]
+    tenant_id, expected = await committed_batches(db, make_key, chain, 3, 7)
     assert len(expected) == 21 + 3 and max(map(len, expected)) < sessions.INLINE_BYTES
     reads: list[list[bytes]] = []
     async with db.records(
         sessions.CHAIN,
-        committer.tenant_id,
+        tenant_id,
         chain.session_id,
         21,
         by_key=sessions.BY_KEY,
