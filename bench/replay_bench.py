@@ -52,6 +52,7 @@ from workload import replay_events
 import hashcore
 
 BATCH = 1000
+CPU_MIN_SECONDS = 0.5  # shortest replay whose CPU time is reported
 COPY_ROWS = 50_000
 COLUMNS = ["tenant_id", "session_id", "seq", "is_seal", "kind", "ts", "hash", "record"]
 Row = tuple[int, uuid.UUID, int, bool, str, str, str, bytes]
@@ -145,6 +146,14 @@ class Replay:
     peak_rss: int
     server_cpu: float  # seconds, the server's processes together
 
+    @property
+    def cpu_us_per_record(self) -> float | None:
+        """None when the replay was too short for the kernel's CPU clock (it
+        counts in ticks of 10 ms): a 10k-record replay takes ~0.02 s."""
+        if self.seconds < CPU_MIN_SECONDS:
+            return None
+        return self.server_cpu / self.records * 1e6
+
 
 def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
     headers = {"Authorization": f"Bearer {key}"}
@@ -162,6 +171,10 @@ def replay(base: str, key: str, session_id: str, pid: int) -> Replay:
         seconds = time.perf_counter() - started
         server_cpu = cpu_spent(cpu, cpu_seconds([pid]))
     return Replay(lines, size, seconds, baseline, peak.peak, server_cpu)
+
+
+def _us(value: float | None) -> str:
+    return "(too short to tell)" if value is None else f"{value:.2f} µs"
 
 
 async def direct_read(url: str, session_id: str, chunk: int = 2000) -> tuple[int, float]:
@@ -230,7 +243,7 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> dict[str, object]:
                     "records_per_s": round(r.records / r.seconds),
                     "mib_per_s": round(r.size / r.seconds / (1 << 20), 1),
                     "seconds": round(r.seconds, 3),
-                    "server_cpu_us_per_record": round(r.server_cpu / r.records * 1e6, 3),
+                    "server_cpu_us_per_record": r.cpu_us_per_record,
                     "server_rss_before_bytes": r.baseline_rss,
                     "server_rss_peak_bytes": r.peak_rss,
                     "direct_cursor_records_per_s": round(direct / direct_seconds),
@@ -240,7 +253,7 @@ def bench(pg: Postgres, sizes: tuple[int, ...]) -> dict[str, object]:
             print(
                 f"replay {r.records:>9,} records: {r.records / r.seconds:>10,.0f} records/s, "
                 f"{r.size / r.seconds / (1 << 20):6.1f} MiB/s, {r.seconds:6.2f} s; "
-                f"server CPU {r.server_cpu / r.records * 1e6:.2f} µs per record, "
+                f"server CPU {_us(r.cpu_us_per_record)} per record, "
                 f"RSS {mib(r.baseline_rss)} before, peak {mib(r.peak_rss)}\n"
                 f"  baseline, direct asyncpg cursor read: {direct / direct_seconds:>10,.0f} "
                 f"records/s; replay over HTTP = {r.seconds and direct_seconds / r.seconds:.2f}x",
