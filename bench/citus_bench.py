@@ -27,7 +27,8 @@ counters: statements executed as one task or as many (`citus_stat_counters`),
 connections opened, and transactions committed on each node per batch. At the
 end it prints the scaling model these figures imply. This machine has 2 cores
 shared by all three servers and the client: the absolute rates are not the
-cluster's, the CPU per batch is what carries over.
+cluster's, the CPU per batch is what carries over. Figures also go to
+bench/results/citus.json (or `--results DIR`).
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ import secrets
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil  # type: ignore[import-untyped]
+import results
 from direct_asyncpg import Commit, build, commit
 from processes import PY, ROOT, cpu_seconds
 from workload import EVENTS, ingest_bodies
@@ -369,7 +372,29 @@ def report(phases: dict[str, Phase], workers: int, service_ms: float) -> None:
     )
 
 
+def figures(phases: dict[str, Phase], service_ms: float) -> dict[str, object]:
+    """Every figure `report` prints, per phase and per node (CPU in ms per batch)."""
+    return {
+        "service_ms_per_batch": service_ms,
+        "phases": {
+            key: {
+                "name": p.name,
+                "events_per_s": p.rate,
+                "batches": p.batches,
+                "seconds": p.seconds,
+                "client_cpu_ms_per_batch": p.per_batch_ms(p.client_cpu),
+                "nodes": {
+                    n: {"cpu_ms_per_batch": p.per_batch_ms(p.node_cpu[n]), **asdict(r)}
+                    for n, r in p.nodes.items()
+                },
+            }
+            for key, p in phases.items()
+        },
+    }
+
+
 async def main_async(args: argparse.Namespace) -> None:
+    started = results.context()
     nodes = await cluster_nodes(args.url)
     workers = nodes[1:]
     tag = secrets.token_hex(3)
@@ -418,6 +443,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 citus,
             )
         report(phases, len(workers), args.service_ms)
+        path = results.save("citus", started, figures(phases, args.service_ms), args.results)
+        print(f"figures: {path}")
     finally:
         await drop_databases(args.url, nodes, [single, dist])
 
@@ -428,6 +455,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--batches", type=int, default=40, help="per session, warm-up included")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=results.RESULTS,
+        help="where citus.json goes (default bench/results)",
+    )
     parser.add_argument(
         "--service-ms",
         type=float,

@@ -5,6 +5,7 @@ Run on purpose (not a test); it stops by itself and uses loopback only:
     python bench/memory_bench.py                  # both parts, ~6 min on 2 cores
     python bench/memory_bench.py --only sessions  # 20k sessions, then retirement
     python bench/memory_bench.py --only ceiling --window 20   # shorter windows
+    python bench/memory_bench.py --quick          # 2,000 sessions, 10-s windows
 
 It starts a fresh embedded PostgreSQL in a temp dir and `python -m service serve`
 (one worker: the process measured) as a subprocess, and samples the worker's RSS
@@ -21,10 +22,13 @@ in this run; figures are printed as that baseline + growth, and as ratios to it.
   (1000 events of ~8 KiB, the largest valid batch) on more connections than the
   body budget admits (the rest get 429 and retry after 50 ms), continuing long
   sessions and then re-sending their last batch (duplicates, judged under the
-  lock), many small new sessions, and replays of a 50k-record session. Run with
+  lock), many small new sessions, and replays of a session of 3,000 ~8 KiB
+  records; then 4 replays at once of 8 records of ~8 MiB. Run with
   `CHAIN_MAX_INFLIGHT_BYTES` at 64 MiB (the default) and at 32 MiB: the peak's
   growth over the baseline, divided by the bound, is the k of the ceiling
   `baseline + k x CHAIN_MAX_INFLIGHT_BYTES` (README, "Memory").
+
+Figures also go to bench/results/memory.json (memory_quick.json with --quick).
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from dataclasses import dataclass, field
 
 import httpx
 import orjson
+import results
 import trio
 from processes import (
+    ROOT,
     SERVICE,
     PeakRss,
     Postgres,
@@ -286,7 +292,7 @@ class GaugeSampler:
 # ---- part 1: many sessions, then retirement ----------------------------------------------
 
 
-def part_sessions(pg: Postgres, sessions: int, batches: int, idle: float) -> None:
+def part_sessions(pg: Postgres, sessions: int, batches: int, idle: float) -> dict[str, object]:
     print(f"\n== sessions: {sessions:,} sessions x {batches} batches, actor idle {idle:g}s ==")
     t = time.perf_counter()
     rng = random.Random(7)
@@ -329,6 +335,17 @@ def part_sessions(pg: Postgres, sessions: int, batches: int, idle: float) -> Non
             f"(x{after / base:.2f} the baseline, {(after - base) / max(1, peak.peak - base):.0%} "
             "of the peak's growth kept)"
         )
+        return {
+            "sessions": sessions,
+            "batches_per_session": batches,
+            "actor_idle_s": idle,
+            "statuses": dict(tally.statuses),
+            "live_sessions_peak": live.peak,
+            "rss_start_bytes": start,
+            "rss_baseline_bytes": base,
+            "rss_peak_bytes": peak.peak,
+            "rss_after_retired_bytes": after,
+        }
 
 
 # ---- part 2: the worst valid load, and the ceiling ---------------------------------------
@@ -376,8 +393,9 @@ def _session_id(body: bytes) -> str:
     return session_id
 
 
-def part_ceiling(pg: Postgres, load: CeilingLoad, bound: int, window: float) -> tuple[int, int]:
-    """The baseline and the peak RSS of a worker with this body budget under the load."""
+def part_ceiling(pg: Postgres, load: CeilingLoad, bound: int, window: float) -> dict[str, int]:
+    """The baseline and the peak RSS of a worker with this body budget under the
+    load, and then under 4 replays of the largest records at once."""
     print(f"\n-- CHAIN_MAX_INFLIGHT_BYTES = {mib(bound)} --")
     worker = start_worker(pg, f"ceiling-{bound}", {"CHAIN_MAX_INFLIGHT_BYTES": str(bound)})
     with worker.server:
@@ -441,7 +459,13 @@ def part_ceiling(pg: Postgres, load: CeilingLoad, bound: int, window: float) -> 
             f"{mib(len(load.huge_bodies[0]))} (no other load): RSS {mib(before)} -> peak "
             f"{mib(huge.peak)} (+{mib(huge.peak - before)}, {dict(tally.statuses)})"
         )
-        return base, peak.peak
+        return {
+            "max_inflight_bytes": bound,
+            "rss_baseline_bytes": base,
+            "rss_peak_bytes": peak.peak,
+            "huge_replays_rss_before_bytes": before,
+            "huge_replays_rss_peak_bytes": huge.peak,
+        }
 
 
 def main() -> int:
@@ -452,19 +476,25 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=30, help="CHAIN_ACTOR_IDLE_SECONDS")
     parser.add_argument("--window", type=float, default=45, help="seconds of worst load")
     parser.add_argument("--big-sessions", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="2,000 sessions, 10-s windows")
     args = parser.parse_args()
+    if args.quick:
+        args.sessions, args.idle, args.window = 2_000, 5.0, 10.0
+    ctx = results.context()
+    figures: dict[str, object] = {}
     started = time.monotonic()
     load1, _, _ = os.getloadavg()
     print(f"memory_bench  cores {os.cpu_count()}, load average {load1:.2f}")
     with fresh_postgres("memory-bench-") as pg:
         if args.only in (None, "sessions"):
-            part_sessions(pg, args.sessions, args.batches, args.idle)
+            figures["sessions"] = part_sessions(pg, args.sessions, args.batches, args.idle)
         if args.only in (None, "ceiling"):
             print(f"\n== ceiling: the worst valid load for {args.window:.0f}s ==")
             load = build_ceiling_load(args.big_sessions, 3)
-            figures = [part_ceiling(pg, load, bound, args.window) for bound in (64 * MiB, 32 * MiB)]
-            (b64, p64), (b32, p32) = figures
-            g64, g32 = p64 - b64, p32 - b32
+            ceilings = [part_ceiling(pg, load, b, args.window) for b in (64 * MiB, 32 * MiB)]
+            figures["ceiling_window_s"] = args.window
+            figures["ceiling"] = ceilings
+            g64, g32 = (c["rss_peak_bytes"] - c["rss_baseline_bytes"] for c in ceilings)
             slope = (g64 - g32) / (32 * MiB)
             print(
                 f"\n  peak growth: {mib(g64)} at 64 MiB, {mib(g32)} at 32 MiB: "
@@ -473,6 +503,8 @@ def main() -> int:
                 f"{max(g64 / (64 * MiB), g32 / (32 * MiB)):.2f} x CHAIN_MAX_INFLIGHT_BYTES"
             )
     print(f"\nwall time {time.monotonic() - started:.0f}s")
+    path = results.save("memory_quick" if args.quick else "memory", ctx, figures)
+    print(f"figures: {path.relative_to(ROOT)}")
     return 0
 
 

@@ -80,11 +80,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def save(name: str, started: dict[str, Any], data: dict[str, Any]) -> Path:
-    """Write bench/results/<name>.json and return its path; `started` is the
-    `context()` taken when the run began."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save(
+    name: str, started: dict[str, Any], data: dict[str, Any], directory: Path = RESULTS
+) -> Path:
+    """Write bench/results/<name>.json (or `directory`/<name>.json) and return its
+    path; `started` is the `context()` taken when the run began."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     finished = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     doc = {"bench": name, "context": {**started, "finished": finished}, **data}
     tmp = path.with_suffix(".json.tmp")
