@@ -15,7 +15,8 @@ from .seal_keys import SealPublicKey
 # holds a bounded number of bytes (Database.records), and so that on Citus the
 # entry node does not buffer a session's large records before the first chunk.
 # The key comes only with a large record (NULLs otherwise): decoding it for
-# every row (a UUID object each) cost replay 0.74x of its rows/s.
+# every row (a UUID object each) cut a cursor's rows/s to 0.75x (asyncpg, 1M
+# rows of ~380 B).
 INLINE_BYTES = 4096
 _LARGE = f"octet_length(record) > {INLINE_BYTES}"
 _COLUMNS = f"""CASE WHEN NOT {_LARGE} THEN record END,
