@@ -93,6 +93,7 @@ bench: venv
 	$(BIN)/python bench/memory_bench.py
 	bash vendor/citus/cluster.sh with $(BIN)/python bench/citus_bench.py
 	$(BIN)/python bench/page_cache_bench.py
+	$(BIN)/python bench/statement_bench.py
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable --exclude hashcore --exclude agent-chain > requirements.lock
