@@ -12,7 +12,8 @@ to its host (virtio-balloon free page reporting), a page the guest freed and
 reported is given back to the host; the first write into it faults on the host,
 which has to find and zero memory. Pages freed recently and not yet reported
 are cheap; once they run out, every new page of page cache costs that fault.
-The tail of sustained load moves with this (see README, Latency).
+The tail of sustained load moves with this (docs/performance.md, "Sustained load
+is worse").
 
 This writes a new file in 8 KiB `pwrite`s, 256 MiB at a time, and prints the CPU
 per write of each 256 MiB against the baseline of this run: overwriting the

@@ -8,10 +8,11 @@ Run on purpose (not a test):
 PostgreSQL's CPU is about half of the machine's at the ingest bench's load (see
 README, Ingest), and a group's statement runs its batches one after another in
 one backend, so its CPU per batch also sets how long a batch waits for its
-group (README, Latency). This prices the service's commit statement against
-the alternatives a change of the storage layer would use, on one connection
-to a fresh embedded PostgreSQL (fsync on, `synchronous_commit` on), each batch
-its own transaction, the ingest bench's batches (100 events, ~300-B payloads):
+group (docs/performance.md, "What sets the tail"). This prices the service's
+commit statement against the alternatives a change of the storage layer would
+use, on one connection to a fresh embedded PostgreSQL (fsync on,
+`synchronous_commit` on), each batch its own transaction, the ingest bench's
+batches (100 events, ~300-B payloads):
 
 - the service's statement, one batch per call (`append_packed_at_head`: the
   session's lock, the key and head checks, 100 events, the seal, the head's

@@ -38,7 +38,7 @@ class Settings:
     # Group commit (core.group_commit): tasks writing fast-path batches, and
     # how many batches (and bytes of records) one statement may carry. One
     # writer per worker: what arrives during its write waits for it and goes in
-    # the next group (fewer statements and WAL flushes; see the README's Latency).
+    # the next group (fewer statements and WAL flushes; see docs/performance.md).
     group_writers: int = 1
     group_max_batches: int = 16
     group_max_bytes: int = 4 * MiB

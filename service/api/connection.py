@@ -18,7 +18,8 @@ spends several per request on the connection alone:
 
 At a fixed 40k events/s (100-event batches) the timer cut the workers' CPU per
 batch by about 7 %, the writes and two waits on events already set in the ingest
-route by about as much again (see the README).
+route by about as much again (see docs/performance.md, "Each change against
+the version before it").
 
 What a client sees is hypercorn's behaviour:
 - an idle connection is closed `keep_alive_timeout` after its last answer, and
