@@ -145,9 +145,33 @@ async def test_idle_actors_retire_and_come_back_on_demand(
             while registry.statistics()["live"]:
                 await trio.sleep(0.01)
         assert isinstance(await registry.submit((1, "s0"), ("s0", 1)), Appended)
-        assert registry.statistics() == {"live": 1, "pending": 0, "started": 21}
+        assert registry.statistics() == {"live": 1, "working": 0, "pending": 0, "started": 21}
     # A retired actor's successor starts afresh: no state survives retirement.
     assert rec.states[-1] is None
+
+
+async def test_a_resting_session_is_live_but_has_no_actor_at_work(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # `live` counts the sessions held (what memory follows), `working` the
+    # actors at work (tasks): a session between batches is the one, not the other.
+    rec = Recorder()
+    rec.gate = trio.Event()
+    async with actors(rec, idle=30) as registry:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(registry.submit, (1, "s"), ("s", 0))
+            await trio.testing.wait_all_tasks_blocked()
+            assert registry.statistics()["live"] == 1
+            assert registry.statistics()["working"] == 1
+            rec.gate.set()
+        with trio.fail_after(5):  # virtual seconds: the actor rests, its inbox empty
+            while registry.statistics()["working"]:
+                await trio.sleep(0.01)
+        assert registry.statistics()["live"] == 1  # its head is kept
+        with trio.fail_after(60):  # the idle period is 30
+            while registry.statistics()["live"]:
+                await trio.sleep(0.01)
+        assert registry.statistics()["working"] == 0
 
 
 async def test_draining_finishes_queued_work_and_refuses_new() -> None:

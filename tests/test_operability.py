@@ -118,6 +118,11 @@ async def test_metrics_add_up_across_workers_and_logs_are_json(
         assert metric(text, 'chain_batches_total{result="appended"}') == batches
         assert metric(text, "chain_batch_seconds_count") == batches
         assert 'code="malformed_json"' in text
+        # Sessions held and actors at work, summed over the workers.
+        assert "\nchain_working_session_actors " in text
+        assert metric(text, "chain_live_session_actors") >= metric(
+            text, "chain_working_session_actors"
+        )
         # Each worker that wrote keeps a connection per writer used (2 writers
         # each); a worker's gauges are sampled every 2 s, so wait for both.
         with trio.fail_after(10):

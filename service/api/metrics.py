@@ -47,7 +47,14 @@ class Metrics:
         )
         self.live_actors = Gauge(
             "chain_live_session_actors",
-            "Session actors alive",
+            "Sessions held: with an actor at work, or resting with their head kept "
+            "for CHAIN_ACTOR_IDLE_SECONDS",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.working_actors = Gauge(
+            "chain_working_session_actors",
+            "Session actors at work (a task each), or lingering for their next batch",
             registry=r,
             multiprocess_mode="livesum",
         )
@@ -93,6 +100,7 @@ class Metrics:
         """Copy the runtime's live statistics into the gauges."""
         actors = runtime.actors.statistics()
         self.live_actors.set(actors["live"])
+        self.working_actors.set(actors["working"])
         self.pending.set(actors["pending"])
         group = runtime.group.statistics()
         groups, batches = group["groups"], group["grouped_batches"]

@@ -138,9 +138,11 @@ class SessionActors(Generic[J, S]):
         nursery.start_soon(self._forget_idle_sessions, name="SessionActors expiry")
 
     def statistics(self) -> dict[str, int]:
-        """`live`: sessions with an actor at work, or whose state is still kept."""
+        """`live`: sessions with an actor at work, or whose state is still kept;
+        `working`: those with an actor (a task) at work, or lingering for more."""
         return {
             "live": len(self._actors) + len(self._resting),
+            "working": len(self._actors),
             "pending": self._pending,
             "started": self.started_total,
         }
