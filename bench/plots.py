@@ -100,7 +100,7 @@ def plot_latency(name: str = "latency") -> list[Path]:
             if over:
                 ax.plot(p["offered_events_per_s"], p["latency_ms"]["p99"], "x", color="red", ms=7)
     lines = sorted((m["events_per_s"], kind) for kind, m in maxima.items() if m["events_per_s"])
-    near = 0.08 * max((rate for rate, _ in lines), default=1.0)
+    near = 0.15 * max((rate for rate, _ in lines), default=1.0)
     for i, (rate, kind) in enumerate(lines):
         ax.axvline(rate, color=COLORS[kind], ls="-." if kind != "direct" else "--", lw=1)
         # Two maxima close together: their labels go to either side of their lines.
