@@ -335,10 +335,9 @@ class _Cursor:
                     break
                 # The common case, all of them small and under the budget:
                 # handed out whole, without a step per row.
-                records = [row[0] for row in rows]
-                if not out and None not in records:
-                    total = sum(map(len, records))
-                    if total < max_bytes:
+                if not out:
+                    records = [row[0] for row in rows]
+                    if None not in records and sum(map(len, records)) < max_bytes:
                         return records
                 self._pending.extend(rows)
             row = self._pending.popleft()
