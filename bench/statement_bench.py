@@ -41,12 +41,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from statistics import fmean
 
 import asyncpg
 import results
 from direct_asyncpg import Commit, build
-from processes import ROOT
+from processes import ROOT, process_cpu
 from systems import bench_database
 from workload import EVENTS, build_bodies
 
@@ -76,12 +76,6 @@ CREATE_5 = """CREATE TABLE records_5 (
     PRIMARY KEY (tenant_id, session_id, seq, is_seal))"""
 
 Run = Callable[[asyncpg.Connection, list[Commit]], Awaitable[None]]
-
-
-def backend_cpu(pid: int) -> float:
-    """A process's user + system CPU seconds, from /proc (10-ms ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def statement(conn: asyncpg.Connection, batches: list[Commit]) -> None:
@@ -145,34 +139,31 @@ class Variant:
     name: str
     run: Run
     per_call: int  # batches per call of `run`
+    table: str  # where its rows go
+    sealed: bool  # the service's statement: a seal per batch, and the heads moved
     postgres_ms: list[float] = field(default_factory=list)  # per batch, one per pass
     client_ms: list[float] = field(default_factory=list)
     wal_kib: list[float] = field(default_factory=list)
 
-    def mean(self, values: list[float]) -> float:
-        return sum(values) / len(values)
-
 
 VARIANTS = [
-    Variant("service statement, 1 batch per call", statement, 1),
-    Variant(f"service statement, {GROUP} batches per call", grouped, GROUP),
-    Variant("events only, INSERT ... SELECT, 8 columns", insert_8, 1),
-    Variant("events only, COPY, 8 columns", copy_8, 1),
-    Variant("events only, INSERT ... SELECT, 5 columns", insert_5, 1),
-    Variant("events only, COPY, 5 columns", copy_5, 1),
+    Variant("service statement, 1 batch per call", statement, 1, "records", True),
+    Variant(f"service statement, {GROUP} batches per call", grouped, GROUP, "records", True),
+    Variant("events only, INSERT ... SELECT, 8 columns", insert_8, 1, "records", False),
+    Variant("events only, COPY, 8 columns", copy_8, 1, "records", False),
+    Variant("events only, INSERT ... SELECT, 5 columns", insert_5, 1, "records_5", False),
+    Variant("events only, COPY, 5 columns", copy_5, 1, "records_5", False),
 ]
 
 
 async def check_stored(conn: asyncpg.Connection, v: Variant, batches: int) -> None:
     """Every batch's rows are there: its events, and with the service's statement
     its seal, and the heads moved past them."""
-    if v.run in (statement, grouped):
-        stored = await conn.fetchval("SELECT count(*) FROM records")
+    stored = await conn.fetchval(f"SELECT count(*) FROM {v.table}")
+    if v.sealed:
         heads = await conn.fetchval("SELECT coalesce(sum(next_seq), 0) FROM sessions")
         ok = stored == batches * (EVENTS + 1) and heads == batches * EVENTS
     else:
-        table = "records_5" if v.run in (insert_5, copy_5) else "records"
-        stored = await conn.fetchval(f"SELECT count(*) FROM {table}")
         ok = stored == batches * EVENTS
     if not ok:
         raise RuntimeError(f"{v.name}: {stored} rows stored for {batches} batches")
@@ -193,10 +184,10 @@ async def measure(dsn: str, plan: list[list[Commit]]) -> None:
                 os.sync()
                 calls = [order[i : i + v.per_call] for i in range(0, len(order), v.per_call)]
                 wal = await conn.fetchval("SELECT pg_current_wal_lsn()")
-                pg, me = backend_cpu(pid), time.process_time()
+                pg, me = process_cpu(pid), time.process_time()
                 for batches in calls:
                     await v.run(conn, batches)
-                pg, me = backend_cpu(pid) - pg, time.process_time() - me
+                pg, me = process_cpu(pid) - pg, time.process_time() - me
                 wal = int(await conn.fetchval("SELECT pg_current_wal_lsn()")) - int(wal)
                 await check_stored(conn, v, len(order))
                 v.postgres_ms.append(1e3 * pg / len(order))
@@ -223,14 +214,14 @@ def main() -> None:
         plan = build(build_bodies(SESSIONS, batches, EVENTS), db.tenant_id, db.key_id)
         asyncio.run(measure(db.dsn, plan))
     base = VARIANTS[0]
-    base_pg = base.mean(base.postgres_ms)
+    base_pg = fmean(base.postgres_ms)
     print(f"\n{SESSIONS * batches:,} batches per variant and pass; per batch, mean of 2 passes:")
     print(f"{'':44s} {'PostgreSQL CPU':>16s} {'x statement':>12s} {'client CPU':>11s} {'WAL':>9s}")
     for v in VARIANTS:
-        pg = v.mean(v.postgres_ms)
+        pg = fmean(v.postgres_ms)
         print(
             f"{v.name:44s} {pg:13.3f} ms {pg / base_pg:12.2f} "
-            f"{v.mean(v.client_ms):8.3f} ms {v.mean(v.wal_kib):5.1f} KiB"
+            f"{fmean(v.client_ms):8.3f} ms {fmean(v.wal_kib):5.1f} KiB"
         )
     path = results.save(
         "statements_quick" if args.quick else "statements",
@@ -245,7 +236,7 @@ def main() -> None:
                     "postgres_ms_per_batch": [round(x, 4) for x in v.postgres_ms],
                     "client_ms_per_batch": [round(x, 4) for x in v.client_ms],
                     "wal_kib_per_batch": [round(x, 2) for x in v.wal_kib],
-                    "postgres_x_statement": round(v.mean(v.postgres_ms) / base_pg, 3),
+                    "postgres_x_statement": round(fmean(v.postgres_ms) / base_pg, 3),
                 }
                 for v in VARIANTS
             ],
