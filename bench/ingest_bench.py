@@ -206,6 +206,7 @@ def main() -> int:
         f"Python {platform.python_version()}; trio {trio.__version__}; "
         f"asyncpg {asyncpg.__version__}"
     )
+    print(f"machine speed: {results.describe_speed(ctx['speed_at_start'])}")
 
     with bench_database("ingest-bench-") as db:
         print(

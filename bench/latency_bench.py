@@ -221,6 +221,7 @@ def main() -> int:
     cores = ctx["usable_cores"]
     print(f"latency_bench  {ctx['date']}  commit {ctx['commit']}  on {ctx['host']}")
     print(f"cores: {cores}; load average {ctx['load_average_1_5_min']} (1, 5 min)")
+    print(f"machine speed: {results.describe_speed(ctx['speed_at_start'])}")
 
     # The progress bar's estimate of the whole run.
     per_point = (mode.min_seconds + mode.cap_seconds) / 2 + STARTUP_S
@@ -328,6 +329,9 @@ def main() -> int:
     }
     path = results.save(name, ctx, figures)
     print(f"figures: {path.relative_to(ROOT)}")
+    saved = results.load(name)
+    if saved is not None:
+        print(f"machine speed after: {results.describe_speed(saved['context']['speed_at_end'])}")
     if not args.no_plot and args.goal_seconds is None:
         import plots
 

@@ -267,10 +267,13 @@ def markdown(quick: bool = False) -> str:
     lines: list[str] = []
     if lat:
         c, m = lat["context"], lat["maximum"]
+        speed = c.get("speed_at_start")
         lines += [
             f"Measured {c['date'][:10]} (`{c['command']}`, commit {c['commit']}, "
             f"{c['usable_cores']} cores; load average at the start "
-            f"{c['load_average_1_5_min'][0]}).",
+            f"{c['load_average_1_5_min'][0]}"
+            + (f"; machine speed at the start: {results.describe_speed(speed)}" if speed else "")
+            + ").",
             "",
             "| 64 sessions × 100-event batches | events/s (max) | × peer | × database limit "
             "| p50 / p99 / p99.9 at 70 % of its max (open loop) |",

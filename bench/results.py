@@ -1,19 +1,23 @@
 """Where the benches put their figures: bench/results/<name>.json (gitignored).
 
 Every file carries the run's context: when, the exact command, the commit, the
-machine (cores, load average before the run) and the versions that matter, so
-that a figure can be traced back to what produced it. bench/plots.py draws the
-curves from these files.
+machine (cores, load average and speed before the run, speed after it) and the
+versions that matter, so that a figure can be traced back to what produced it.
+bench/plots.py draws the curves from these files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,59 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
+_BLOCK = bytes(range(256)) * 16  # 4 KiB
+_BLOCKS = 64  # per timed call
+
+
+def _python_unit() -> int:
+    """A fixed piece of interpreted work: string building, dict updates, calls."""
+    counts: dict[str, int] = {}
+    for i in range(2_000):
+        key = f"k{i % 61}"
+        counts[key] = counts.get(key, 0) + i
+    return len(counts)
+
+
+def _hash_blocks() -> None:
+    for _ in range(_BLOCKS):
+        hashlib.sha256(_BLOCK).digest()
+
+
+def _median_call(fn: Callable[[], object], seconds: float) -> float:
+    """The median time of one call of `fn`, calling it for about `seconds`."""
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while True:
+        t = time.perf_counter()
+        fn()
+        done = time.perf_counter()
+        times.append(done - t)
+        if done >= end:
+            return statistics.median(times)
+
+
+def machine_speed(seconds: float = 0.25) -> dict[str, float]:
+    """How fast one core of this machine is now: SHA-256 of 4 KiB blocks in MB/s
+    (the figure of `openssl speed -bytes 4096 sha256`) and a fixed piece of pure
+    Python in µs (the interpreter, which bounds the service's workers). This VM's
+    speed drifts by 15 % and more within an hour, and a figure in ms, such as a
+    p99, moves with it: compare runs of different hours with these beside them.
+    Taken on an idle machine, before and after a run."""
+    sha = _median_call(_hash_blocks, seconds)
+    unit = _median_call(_python_unit, seconds)
+    return {
+        "sha256_4k_mb_s": round(_BLOCKS * len(_BLOCK) / sha / 1e6),
+        "python_unit_us": round(unit * 1e6, 1),
+    }
+
+
+def describe_speed(speed: dict[str, float]) -> str:
+    return (
+        f"SHA-256 {speed['sha256_4k_mb_s']:,.0f} MB/s (4 KiB blocks), "
+        f"a unit of Python {speed['python_unit_us']:.1f} µs"
+    )
+
+
 def context() -> dict[str, Any]:
     load1, load5, _ = os.getloadavg()
     return {
@@ -66,6 +123,7 @@ def context() -> dict[str, Any]:
         "usable_cores": len(os.sched_getaffinity(0)),
         "load_average_1_5_min": [round(load1, 2), round(load5, 2)],
         "python": platform.python_version(),
+        "speed_at_start": machine_speed(),
     }
 
 
@@ -84,11 +142,13 @@ def save(
     name: str, started: dict[str, Any], data: dict[str, Any], directory: Path = RESULTS
 ) -> Path:
     """Write bench/results/<name>.json (or `directory`/<name>.json) and return its
-    path; `started` is the `context()` taken when the run began."""
+    path; `started` is the `context()` taken when the run began. The machine's
+    speed is taken again now, after the run."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     finished = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    doc = {"bench": name, "context": {**started, "finished": finished}, **data}
+    end = {"finished": finished, "speed_at_end": machine_speed()}
+    doc = {"bench": name, "context": {**started, **end}, **data}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)

@@ -137,6 +137,7 @@ def main() -> int:
     cores = ctx["usable_cores"]
     print(f"scale_bench  {ctx['date']}  commit {ctx['commit']}  on {ctx['host']}")
     print(f"cores: {cores}; load average {ctx['load_average_1_5_min']} (1, 5 min)")
+    print(f"machine speed: {results.describe_speed(ctx['speed_at_start'])}")
 
     points: dict[Point, int] = {}  # each distinct point once, in curve order
     for c in curves:
