@@ -34,6 +34,7 @@ latency_quick.* in bench/results/).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -329,9 +330,8 @@ def main() -> int:
     }
     path = results.save(name, ctx, figures)
     print(f"figures: {path.relative_to(ROOT)}")
-    saved = results.load(name)
-    if saved is not None:
-        print(f"machine speed after: {results.describe_speed(saved['context']['speed_at_end'])}")
+    after = json.loads(path.read_text())["context"]["speed_at_end"]
+    print(f"machine speed after: {results.describe_speed(after)}")
     if not args.no_plot and args.goal_seconds is None:
         import plots
 
